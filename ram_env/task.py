@@ -1,0 +1,133 @@
+"""The task shared by the single and the vector environment: data, canvas, sensor, episode length, spaces.
+
+:class:`TaskConfig` is the one list of environment parameters; ``gym.make(id, **overrides)`` and
+``gym.make_vec(id, ...)`` both pass their keyword arguments here, so the two environments cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from gymnasium import spaces
+
+from ram_env.actions import ActionForm
+from ram_env.canvas import CanvasSpec, Layout, fixed_layout
+from ram_env.datasets import SPLITS, ImageDataset, load_dataset
+from ram_env.sensor import SensorSpec
+
+INITIAL_LOCATIONS = ("random", "center")
+_SPLIT_STREAM = {"train": 0, "validation": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Parameters of a glimpse classification task (the keyword arguments of both environments)."""
+
+    dataset: str = "mnist"
+    """data set name: mnist, omniglot, cifar10, tiny, or idx:<directory> (see :mod:`ram_env.datasets`)"""
+    split: str = "train"
+    """train, validation or test"""
+    glimpses: int = 6
+    """glimpses per episode; the episode has this many steps and the label is read at the last"""
+    glimpse_size: int = 8
+    """side g of each patch after resizing"""
+    num_scales: int = 1
+    """patches per glimpse (k)"""
+    scale: int = 2
+    """each patch is this many times wider than the previous (s)"""
+    canvas_size: int | None = None
+    """side of the translated/cluttered canvas; None shows the images as they are"""
+    clutter_pieces: int = 0
+    """clutter pieces per canvas"""
+    clutter_size: int = 8
+    """side of each clutter piece"""
+    initial_location: str = "random"
+    """first glimpse location: 'random' (uniform in [-1, 1]^2) or 'center'"""
+    ordered: bool | None = None
+    """visit every image of the split once, in order (default: True for validation and test, False for train)"""
+    action_form: str = "dict"
+    """'dict' (native), 'box' or 'grid' (stable-baselines3 forms, see ram_env.actions)"""
+    grid_size: int = 9
+    """cells per axis of the 'grid' action form"""
+    layout_seed: int = 0
+    """seed of the fixed validation and test canvases (translation and clutter)"""
+    data_dir: str | None = None
+    """where the data files are (default: $RAM_DATA_DIR, then the user cache)"""
+    download: bool = True
+    """download missing data (MNIST, CIFAR-10) into the user cache"""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if isinstance(self.glimpses, bool) or not isinstance(self.glimpses, (int, np.integer)) or self.glimpses < 1:
+            raise ValueError(f"glimpses must be a positive integer, got {self.glimpses!r}")
+        if self.initial_location not in INITIAL_LOCATIONS:
+            raise ValueError(
+                f"unknown initial_location {self.initial_location!r}; choose one of {', '.join(INITIAL_LOCATIONS)}"
+            )
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> TaskConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown environment argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**kwargs)
+
+    @property
+    def is_ordered(self) -> bool:
+        return self.split != "train" if self.ordered is None else bool(self.ordered)
+
+    @property
+    def sensor(self) -> SensorSpec:
+        return SensorSpec(self.glimpse_size, self.num_scales, self.scale)
+
+    @property
+    def canvas(self) -> CanvasSpec:
+        return CanvasSpec(self.canvas_size, self.clutter_pieces, self.clutter_size)
+
+
+class Task:
+    """A :class:`TaskConfig` resolved against its data: loads the split and builds the spaces."""
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self.data: ImageDataset = load_dataset(
+            config.dataset, config.split, data_dir=config.data_dir, download=config.download
+        )
+        if len(self.data) == 0:
+            raise ValueError(f"the {config.split} split of {config.dataset!r} is empty")
+        self.channels, self.image_h, self.image_w = self.data.images.shape[1:]
+        config.canvas.validate(self.image_h, self.image_w)
+        self.canvas_h, self.canvas_w = config.canvas.side(self.image_h, self.image_w)
+        self.action_form = ActionForm(config.action_form, self.data.n_classes, config.grid_size)
+
+    @property
+    def n_classes(self) -> int:
+        return self.data.n_classes
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image_h, self.image_w
+
+    @cached_property
+    def fixed_layout(self) -> Layout:
+        """Canvas layout of every image of a validation or test split, fixed by ``layout_seed``."""
+        seed = [self.config.layout_seed, _SPLIT_STREAM[self.config.split]]
+        return fixed_layout(len(self.data), self.image_hw, self.config.canvas, seed)
+
+    def observation_space(self) -> spaces.Dict:
+        c = self.config
+        return spaces.Dict(
+            {
+                "glimpse": spaces.Box(0.0, 1.0, shape=c.sensor.shape(self.channels), dtype=np.float32),
+                "location": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+                "t": spaces.Discrete(c.glimpses),
+            }
+        )
+
+    def action_space(self) -> spaces.Space:
+        return self.action_form.space()

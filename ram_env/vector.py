@@ -1,0 +1,179 @@
+"""A batched, device-resident vector environment: every episode of the batch advances in one set of tensor ops.
+
+:class:`GlimpseVectorEnv` is the ``vector_entry_point`` of every registered id::
+
+    envs = gym.make_vec("ram_env:RAM/MNIST-v0", num_envs=1024, vectorization_mode="vector_entry_point", device="cpu")
+
+It runs the same task as :class:`ram_env.envs.GlimpseEnv` (same :class:`~ram_env.task.TaskConfig` arguments, same
+spaces, same pixels: the canvas composition and the glimpse sensor have numpy and torch twins that agree), but
+holds the data set once on ``device`` and keeps all episode state there; observations come back as torch tensors on
+that device and actions may be tensors or numpy arrays.
+
+**Autoreset.** Every episode has exactly ``glimpses`` steps and all environments start together, so they always end
+on the same step. The env uses gymnasium's *same-step* autoreset (``metadata["autoreset_mode"] ==
+AutoresetMode.SAME_STEP``): the step that ends the episodes returns the reward and ``terminated=True`` together with
+the *first observation of the next episodes*; the finished episodes' last observation is in ``info["final_obs"]`` and
+their info (``label``, ``index``, ``is_success``) in ``info["final_info"]``. No step is spent on resets.
+
+**Info.** ``info["label"]`` and ``info["index"]`` always describe the episodes of the returned observation.
+
+**Monte Carlo samples.** With ``mc_samples=M``, environments ``i*M .. i*M + M-1`` show the same image on the same
+canvas (``num_envs`` must be a multiple of ``M``); they differ in their initial locations and in the agent's actions.
+
+**Ordered passes.** For validation and test (or ``ordered=True``), ``reset()`` starts a pass at image 0 and each
+autoreset takes the next ``num_envs / M`` images of the split in order, wrapping around at the end; ``info["index"]`` tells which image each environment holds, so an
+evaluation that runs ``ceil(n / (num_envs / M))`` batches scores every image and can drop the wrapped repeats.
+
+**Seeding.** ``reset(seed=s)`` seeds one ``torch.Generator`` on the device, the only source of randomness: the same
+seed on the same device gives the same images, canvases and initial locations. (Streams differ between CPU and CUDA.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from ram_env.canvas import Layout, compose_torch, sample_layout_torch
+from ram_env.sensor import glimpse_torch
+from ram_env.task import Task, TaskConfig
+
+_DEVICE_IMAGES: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _images_on(task: Task, device: torch.device) -> torch.Tensor:
+    """The split's images as one uint8 tensor on ``device``, shared by every env built on the same data."""
+    key = (id(task.data.images), str(device))
+    if key not in _DEVICE_IMAGES:
+        _DEVICE_IMAGES[key] = torch.tensor(np.asarray(task.data.images), device=device)  # one copy
+    return _DEVICE_IMAGES[key]
+
+
+class GlimpseVectorEnv(VectorEnv):
+    """``num_envs`` glimpse episodes advanced together as batched torch operations on ``device``.
+
+    :param num_envs: number of parallel episodes.
+    :param device: torch device holding the data and all state (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
+    :param mc_samples: show each image to this many consecutive environments (Monte Carlo samples).
+    :param task_kwargs: the fields of :class:`ram_env.task.TaskConfig`.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        device: str | torch.device = "cpu",
+        mc_samples: int = 1,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ):
+        if render_mode is not None:
+            raise ValueError("the vector env does not render; render a single env (gym.make) instead")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 1:
+            raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
+        if num_envs % mc_samples:
+            raise ValueError(f"num_envs ({num_envs}) must be a multiple of mc_samples ({mc_samples})")
+        self.config = TaskConfig.from_kwargs(**task_kwargs)
+        self.task = Task(self.config)
+        self.num_envs = int(num_envs)
+        self.mc_samples = int(mc_samples)
+        self.device = torch.device(device)
+        self.render_mode = None
+        self.single_observation_space = self.task.observation_space()
+        self.single_action_space = self.task.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        self.images = _images_on(self.task, self.device)  # (N_data, C, h, w) uint8, one copy
+        self.labels = torch.tensor(np.asarray(self.task.data.labels), device=self.device)
+        self._fixed: Layout | None = None
+        if self.config.split != "train":
+            self._fixed = self.task.fixed_layout.to_torch(self.device)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        self._cursor = 0
+        self._t = 0
+        self.canvas: torch.Tensor | None = None  # (N, C, H, W) float32
+        self.location = torch.zeros(self.num_envs, 2, device=self.device)  # (N, 2) float32
+        self.index = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+
+    @property
+    def distinct_images(self) -> int:
+        """Images per batch of episodes (``num_envs / mc_samples``)."""
+        return self.num_envs // self.mc_samples
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._generator.manual_seed(int(seed))
+        self._cursor = 0
+        self._new_episodes()
+        return self._get_obs(), self._get_info()
+
+    def step(self, actions):
+        if self.canvas is None:
+            raise RuntimeError("call reset() before step()")
+        location, label = self.task.action_form.decode(actions, batch=self.num_envs, device=self.device)
+        self._t += 1
+        n = self.num_envs
+        truncated = torch.zeros(n, dtype=torch.bool, device=self.device)
+        if self._t < self.config.glimpses:
+            self.location = location.to(torch.float32)
+            reward = torch.zeros(n, dtype=torch.float32, device=self.device)
+            terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+            return self._get_obs(), reward, terminated, truncated, self._get_info()
+        correct = label == self.labels[self.index]
+        final_obs = self._get_obs()
+        final_info = {**self._get_info(), "is_success": correct}
+        self._new_episodes()
+        info = self._get_info()
+        done = torch.ones(n, dtype=torch.bool, device=self.device)
+        info.update(final_obs=final_obs, final_info=final_info, _final_obs=done, _final_info=done)
+        return self._get_obs(), correct.to(torch.float32), done, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.canvas = None
+
+    def _new_episodes(self) -> None:
+        m, k = self.mc_samples, self.distinct_images
+        n_data = self.images.shape[0]
+        if self.config.is_ordered:
+            index = (self._cursor + torch.arange(k, device=self.device)) % n_data
+            self._cursor = (self._cursor + k) % n_data
+        else:
+            index = torch.randint(0, n_data, (k,), generator=self._generator, device=self.device)
+        if self._fixed is None:
+            hw = tuple(self.images.shape[2:])
+            layout = sample_layout_torch(self._generator, index, n_data, hw, self.config.canvas)
+        else:
+            layout = Layout(*(v[index] for v in self._fixed._fields()))
+        canvas = compose_torch(self.images, layout, self.config.canvas)  # (k, C, H, W)
+        self.canvas = canvas.repeat_interleave(m, dim=0) if m > 1 else canvas  # (N, C, H, W)
+        self.index = index.repeat_interleave(m) if m > 1 else index
+        if self.config.initial_location == "center":
+            self.location = torch.zeros(self.num_envs, 2, device=self.device)
+        else:
+            u = torch.rand(self.num_envs, 2, generator=self._generator, device=self.device)
+            self.location = u * 2.0 - 1.0
+        self._t = 0
+
+    def _get_obs(self) -> dict[str, torch.Tensor]:
+        sensor = self.config.sensor
+        glimpse = glimpse_torch(
+            self.canvas,
+            self.location,
+            glimpse_size=sensor.glimpse_size,
+            num_scales=sensor.num_scales,
+            scale=sensor.scale,
+        )  # (N, k, C, g, g)
+        t = torch.full((self.num_envs,), min(self._t, self.config.glimpses - 1), device=self.device)
+        return {"glimpse": glimpse, "location": self.location.clone(), "t": t}
+
+    def _get_info(self) -> dict[str, torch.Tensor]:
+        return {"label": self.labels[self.index], "index": self.index}

@@ -1,0 +1,35 @@
+"""Installs the ``ram_env`` and ``agents`` packages and the ``train_agent`` / ``evaluate`` scripts."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ram-attention",
+    version="0.1.0",
+    description="Recurrent Models of Visual Attention (Mnih et al. 2014) as Gymnasium environments and agents",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ram_env", "ram_env.*", "agents", "agents.*"]),
+    py_modules=["train_agent", "evaluate"],
+    install_requires=[
+        "gymnasium>=1.1",
+        "stable-baselines3>=2.4",
+        "torch>=2.2",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+        # tqdm: the training progress bar; tensorboard: the training logs (SummaryWriter).
+        "tqdm>=4.60",
+        "tensorboard>=2.12",
+        "pillow>=9",
+    ],
+    extras_require={
+        "contrib": ["sb3-contrib>=2.4"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "sb3-contrib>=2.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ram-train=train_agent:main",
+            "ram-evaluate=evaluate:main",
+        ]
+    },
+)
