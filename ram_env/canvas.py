@@ -4,8 +4,8 @@ A canvas is ``canvas_size x canvas_size`` pixels. The example's image is placed 
 keeps it whole; before it, ``clutter_pieces`` pieces are placed at uniformly random positions: each piece is a
 ``clutter_size x clutter_size`` crop, at a uniformly random offset, of a uniformly random *other* image of the same
 split. Everything is **added** and the sum clipped to 1 (adding non-negative values and clipping once equals the
-canonical clip-after-clutter-then-clip-after-digit). Pixels are ``uint8 / 255``; sums are formed on integer values, so
-the numpy and torch compositions are bit-identical.
+canonical clip-after-clutter-then-clip-after-digit). Pixels are ``uint8 / 255``, and since the clipped sum of uint8
+values is again a uint8 value, canvases are uint8 too: the numpy and torch compositions are bit-identical.
 
 A :class:`Layout` holds the random choices of a batch of examples; it is sampled once (from the environment's RNG for
 training, from a fixed seed for the validation and test sets) and then composed. When the canvas equals the image
@@ -146,14 +146,14 @@ def fixed_layout(num_images: int, image_hw: tuple[int, int], spec: CanvasSpec, s
 
 
 def compose_numpy(images: np.ndarray, layout: Layout, spec: CanvasSpec, example: int = 0) -> np.ndarray:
-    """Canvas of example ``example`` of ``layout``: ``(C, S, S)`` float32 in [0, 1]. ``images`` is (N, C, h, w) uint8."""
+    """Canvas of example ``example`` of ``layout``: ``(C, S, S)`` uint8. ``images`` is (N, C, h, w) uint8."""
     index = int(layout.index[example])
     image = images[index]
     if spec.is_identity:
-        return image.astype(np.float32) / np.float32(255.0)
+        return image
     channels, h, w = image.shape
     side_h, side_w = spec.side(h, w)
-    canvas = np.zeros((channels, side_h, side_w), dtype=np.float32)  # integer-valued sums of uint8 pixels
+    canvas = np.zeros((channels, side_h, side_w), dtype=np.int32)
     c = spec.clutter_size
     for k in range(spec.clutter_pieces):
         src = images[int(layout.clutter_source[example, k])]
@@ -162,21 +162,22 @@ def compose_numpy(images: np.ndarray, layout: Layout, spec: CanvasSpec, example:
         canvas[:, py : py + c, px : px + c] += src[:, oy : oy + c, ox : ox + c]
     x, y = (int(v) for v in layout.position[example])
     canvas[:, y : y + h, x : x + w] += image
-    return np.minimum(canvas, np.float32(255.0)) / np.float32(255.0)
+    return np.minimum(canvas, 255).astype(np.uint8)
 
 
 def compose_torch(images: torch.Tensor, layout: Layout, spec: CanvasSpec) -> torch.Tensor:
-    """Canvases of a batch: ``(B, C, S, S)`` float32 in [0, 1] on ``images.device``; ``images`` is (N, C, h, w) uint8.
+    """Canvases of a batch: ``(B, C, S, S)`` uint8 on ``images.device``; ``images`` is (N, C, h, w) uint8.
 
-    Batched scatter-adds: one ``index_add_`` per piece kind, no loop over the batch.
+    Batched scatter-adds: one per piece kind (clutter, image), no loop over the batch.
     """
     index = layout.index
     if spec.is_identity:
-        return images[index].to(torch.float32) / 255.0
+        return images.index_select(0, index)
     device = images.device
     num, channels, h, w = images.shape
     side_h, side_w = spec.side(h, w)
     batch = index.shape[0]
+    # Integer-valued float32 sums (exact); a float scatter-add is the fastest form on CPU and GPU alike.
     canvas = torch.zeros(batch * channels * side_h * side_w, dtype=torch.float32, device=device)
     chan_base = (torch.arange(batch, device=device)[:, None] * channels + torch.arange(channels, device=device)) * (
         side_h * side_w
@@ -191,7 +192,7 @@ def compose_torch(images: torch.Tensor, layout: Layout, spec: CanvasSpec) -> tor
             + rows[:, :, None, :, None] * side_w
             + cols[:, :, None, None, :]
         )  # (B, P, C, ph, pw)
-        canvas.index_add_(0, target.reshape(-1), values.reshape(-1).to(torch.float32))
+        canvas.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(torch.float32))
 
     if spec.clutter_pieces:
         c = spec.clutter_size
@@ -204,8 +205,8 @@ def compose_torch(images: torch.Tensor, layout: Layout, spec: CanvasSpec) -> tor
             + src_rows[:, :, None, :, None] * w
             + src_cols[:, :, None, None, :]
         )  # (B, P, C, c, c)
-        pieces = images.reshape(-1)[flat_src]
+        pieces = torch.take(images, flat_src)  # (B, P, C, c, c)
         add(pieces, layout.clutter_position[..., 0], layout.clutter_position[..., 1], c, c)
-    add(images[index][:, None], layout.position[:, None, 0], layout.position[:, None, 1], h, w)
-    canvas = canvas.clamp_(max=255.0) / 255.0
+    add(images.index_select(0, index)[:, None], layout.position[:, None, 0], layout.position[:, None, 1], h, w)
+    canvas = canvas.clamp_(max=255.0).to(torch.uint8)
     return canvas.reshape(batch, channels, side_h, side_w)  # (B, C, S, S)

@@ -143,7 +143,7 @@ class GlimpseEnv(gym.Env):
 
     @property
     def canvas(self) -> np.ndarray | None:
-        """The current episode's canvas ``(C, H, W)`` float32 in [0, 1] (for visualisation)."""
+        """The current episode's canvas ``(C, H, W)`` uint8 (for visualisation)."""
         return self._canvas
 
     def _get_obs(self) -> dict[str, Any]:

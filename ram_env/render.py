@@ -22,7 +22,7 @@ def draw_episode(
 ) -> np.ndarray:
     """RGB picture of an episode.
 
-    :param canvas: ``(C, H, W)`` float in [0, 1] (C = 1 or 3).
+    :param canvas: ``(C, H, W)`` uint8, or float in [0, 1] (C = 1 or 3).
     :param locations: ``(T, 2)`` normalised ``(x, y)`` of the glimpses so far (may be empty).
     :param sensor: the sensor geometry, for the box sizes.
     :param min_side: the picture is upscaled by an integer factor to at least this many pixels on its short side.
@@ -30,7 +30,7 @@ def draw_episode(
     """
     channels, height, width = canvas.shape
     f = max(1, -(-min_side // min(height, width)))
-    rgb = np.clip(canvas, 0.0, 1.0)
+    rgb = canvas / 255.0 if canvas.dtype == np.uint8 else np.clip(canvas, 0.0, 1.0)
     rgb = np.repeat(rgb, 3, axis=0) if channels == 1 else rgb[:3]
     image = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)  # (H, W, 3)
     image = image.repeat(f, axis=0).repeat(f, axis=1)  # (H*f, W*f, 3)

@@ -38,18 +38,23 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from ram_env.canvas import Layout, compose_torch, sample_layout_torch
-from ram_env.sensor import glimpse_torch
+from ram_env.sensor import glimpse_from_integral, integral_image
 from ram_env.task import Task, TaskConfig
 
-_DEVICE_IMAGES: dict[tuple[int, str], torch.Tensor] = {}
+# (id of the split's image array, device) -> (that array, images, labels). The entry keeps the array alive, so its id
+# cannot be reused by another data set's array while the entry exists.
+_DEVICE_DATA: dict[tuple[int, str], tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
 
 
-def _images_on(task: Task, device: torch.device) -> torch.Tensor:
-    """The split's images as one uint8 tensor on ``device``, shared by every env built on the same data."""
+def _data_on(task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images (uint8) and labels (int64) on ``device``, one copy shared by every env on the same data."""
     key = (id(task.data.images), str(device))
-    if key not in _DEVICE_IMAGES:
-        _DEVICE_IMAGES[key] = torch.tensor(np.asarray(task.data.images), device=device)  # one copy
-    return _DEVICE_IMAGES[key]
+    entry = _DEVICE_DATA.get(key)
+    if entry is None or entry[0] is not task.data.images:
+        images = torch.tensor(np.asarray(task.data.images), device=device)  # one copy
+        labels = torch.tensor(np.asarray(task.data.labels), device=device)
+        entry = _DEVICE_DATA[key] = (task.data.images, images, labels)
+    return entry[1], entry[2]
 
 
 class GlimpseVectorEnv(VectorEnv):
@@ -91,8 +96,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        self.images = _images_on(self.task, self.device)  # (N_data, C, h, w) uint8, one copy
-        self.labels = torch.tensor(np.asarray(self.task.data.labels), device=self.device)
+        self.images, self.labels = _data_on(self.task, self.device)  # (N_data, C, h, w) uint8, (N_data,); shared
         self._fixed: Layout | None = None
         if self.config.split != "train":
             self._fixed = self.task.fixed_layout.to_torch(self.device)
@@ -100,7 +104,9 @@ class GlimpseVectorEnv(VectorEnv):
         self._generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
         self._cursor = 0
         self._t = 0
-        self.canvas: torch.Tensor | None = None  # (N, C, H, W) float32
+        self._table_row = torch.arange(self.num_envs, device=self.device) // self.mc_samples  # env -> its image
+        self.canvas: torch.Tensor | None = None  # (N / M, C, H, W) uint8, one per distinct image
+        self._table: torch.Tensor | None = None  # (N / M, C, H + 1, W + 1) summed-area tables of the canvases
         self.location = torch.zeros(self.num_envs, 2, device=self.device)  # (N, 2) float32
         self.index = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
 
@@ -138,7 +144,7 @@ class GlimpseVectorEnv(VectorEnv):
         return self._get_obs(), correct.to(torch.float32), done, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.canvas = None
+        self.canvas = self._table = None
 
     def _new_episodes(self) -> None:
         m, k = self.mc_samples, self.distinct_images
@@ -153,8 +159,8 @@ class GlimpseVectorEnv(VectorEnv):
             layout = sample_layout_torch(self._generator, index, n_data, hw, self.config.canvas)
         else:
             layout = Layout(*(v[index] for v in self._fixed._fields()))
-        canvas = compose_torch(self.images, layout, self.config.canvas)  # (k, C, H, W)
-        self.canvas = canvas.repeat_interleave(m, dim=0) if m > 1 else canvas  # (N, C, H, W)
+        self.canvas = compose_torch(self.images, layout, self.config.canvas)  # (N / M, C, H, W)
+        self._table = integral_image(self.canvas)  # built once, read by every glimpse of the episode
         self.index = index.repeat_interleave(m) if m > 1 else index
         if self.config.initial_location == "center":
             self.location = torch.zeros(self.num_envs, 2, device=self.device)
@@ -165,12 +171,8 @@ class GlimpseVectorEnv(VectorEnv):
 
     def _get_obs(self) -> dict[str, torch.Tensor]:
         sensor = self.config.sensor
-        glimpse = glimpse_torch(
-            self.canvas,
-            self.location,
-            glimpse_size=sensor.glimpse_size,
-            num_scales=sensor.num_scales,
-            scale=sensor.scale,
+        glimpse = glimpse_from_integral(
+            self._table, self.location, sensor, pixel_scale=1.0 / 255.0, table_row=self._table_row
         )  # (N, k, C, g, g)
         t = torch.full((self.num_envs,), min(self._t, self.config.glimpses - 1), device=self.device)
         return {"glimpse": glimpse, "location": self.location.clone(), "t": t}

@@ -1,0 +1,154 @@
+"""Training configuration: one dataclass, presets for every row of the paper's tables, and the command line.
+
+Precedence: the dataclass defaults, then the preset, then the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad flag, unknown preset, unusable checkpoint or output directory)."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in the table below
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; written as ``config.json`` beside the run's outputs."""
+
+    env: str = _f("RAM/MNIST-v0", "registered environment id")
+    algo: str = _f("ram", "'ram' (the paper's agent) or a stable-baselines3 / sb3-contrib algorithm name")
+    preset: str | None = _f(None, "a named setting from the paper's tables (see --list-presets)")
+    seed: int = _f(1, "seed of the run (data order, initial locations, location noise, weights)")
+    device: str = _f("auto", "auto, cpu or cuda (auto picks cuda when available)", choices=("auto", "cpu", "cuda"))
+    output: str | None = _f(None, "run directory (default: runs/<env>__<preset or algo>__<seed>__<time>)")
+    epochs: int = _f(100, "passes over the training split")
+    resume: str | None = _f(None, "continue the run of this checkpoint (a .pt file or a run directory)")
+    overwrite: bool = _f(False, "allow writing into an output directory that holds another run")
+    time_limit: float | None = _f(None, "stop after this many minutes of training (checkpoints are kept)")
+    # Environment
+    glimpses: int | None = _f(None, "glimpses per episode (default: the env's / the preset's)")
+    # Optimisation (the seed implementation's: Adam 1e-3 decayed x0.97 every 1000 steps, clip 5)
+    batch_size: int = _f(128, "distinct images per update")
+    mc_samples: int = _f(1, "Monte Carlo samples M: episodes per image per update")
+    learning_rate: float = _f(1e-3, "Adam learning rate")
+    lr_decay: float = _f(0.97, "learning rate factor applied every --lr-decay-steps updates")
+    lr_decay_steps: int = _f(1000, "updates between learning-rate decays")
+    max_grad_norm: float = _f(5.0, "gradient clipping norm")
+    epoch_images: int | None = _f(None, "images per epoch (default: the whole training split)")
+    eval_mc_samples: int = _f(1, "Monte Carlo samples for the per-epoch validation (evaluate.py uses 10)")
+    # Agent (agents.ram.RAMConfig)
+    core: str = _f("rnn", "core network: rnn or lstm", choices=("rnn", "lstm"))
+    hidden_size: int = _f(256, "units of the core state")
+    glimpse_hidden: int = _f(128, "units of h_g and h_l")
+    glimpse_out: int = _f(256, "units of g_t")
+    location_std: float = _f(0.1, "sigma of the Gaussian location policy")
+    tanh_mean: bool = _f(True, "squash the location mean with tanh")
+    conv_glimpse: bool = _f(False, "convolutional glimpse network (colour images)")
+    reinforce_into_core: bool = _f(False, "let the REINFORCE gradient reach the core network")
+    # stable-baselines3 algorithms
+    total_timesteps: int = _f(100_000, "environment steps for stable-baselines3 algorithms")
+    n_envs: int = _f(64, "parallel environments for stable-baselines3 algorithms")
+
+    def ram_config(self):
+        from agents.ram import RAMConfig
+
+        names = {f.name for f in dataclasses.fields(RAMConfig)}
+        return RAMConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "mc_samples", "lr_decay_steps", "eval_mc_samples", "total_timesteps")
+        for name in positive + ("hidden_size", "glimpse_hidden", "glimpse_out", "n_envs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "location_std", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.lr_decay <= 1:
+            raise UserError(f"--lr-decay must lie in (0, 1], got {self.lr_decay}")
+        if self.glimpses is not None and self.glimpses < 1:
+            raise UserError(f"--glimpses must be >= 1, got {self.glimpses}")
+        if self.epoch_images is not None and self.epoch_images < 1:
+            raise UserError(f"--epoch-images must be >= 1, got {self.epoch_images}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise UserError(f"--time-limit must be > 0 minutes, got {self.time_limit}")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _preset(env: str, glimpses: int, **extra: Any) -> dict[str, Any]:
+    return {"env": env, "glimpses": glimpses, **extra}
+
+
+# One preset per row of REFERENCE.md's table: <task>-<glimpses>g.
+PRESETS: dict[str, dict[str, Any]] = {
+    **{f"mnist-{n}g": _preset("RAM/MNIST-v0", n, epochs=200) for n in (2, 4, 6, 7)},
+    **{f"translated60-{n}g": _preset("RAM/TranslatedMNIST60-v0", n, epochs=200) for n in (4, 6, 8)},
+    **{f"cluttered60-{n}g": _preset("RAM/ClutteredMNIST60-v0", n, epochs=300) for n in (4, 6, 8)},
+    **{f"cluttered100-{n}g": _preset("RAM/ClutteredMNIST100-v0", n, epochs=300) for n in (4, 6, 8)},
+    "omniglot-6g": _preset("RAM/Omniglot-v0", 6, core="lstm", epochs=100),
+    # The seed implementation's CIFAR-10 setting: 4 glimpses of 8 x 8, LSTM core, convolutional glimpse network.
+    "cifar10-4g": _preset("RAM/CIFAR10-v0", 4, core="lstm", conv_glimpse=True, epochs=100),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train_agent.py",
+        description="Train a hard-attention agent (the RAM agent or a stable-baselines3 algorithm) on a glimpse task.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hints = get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name, "default": argparse.SUPPRESS}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] += f" (default: {f.default})"
+        else:
+            base = next((t for t in (int, float, str) if t in getattr(kind, "__args__", (kind,))), str)
+            kwargs["type"] = base
+            kwargs["metavar"] = f.name.upper()
+            kwargs["help"] += f" (default: {f.default})"
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(f"--{_flag(f.name)}", **kwargs)
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    return parser
+
+
+def resolve_config(explicit: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the preset named in ``explicit`` (if any), then ``explicit`` itself."""
+    values: dict[str, Any] = {}
+    preset = explicit.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update(explicit)
+    try:
+        config = TrainConfig(**values)
+    except TypeError as err:
+        raise UserError(str(err)) from err
+    config.validate()
+    return config
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig | None:
+    """The command line as a :class:`TrainConfig` (``None`` after ``--list-presets``)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    if args.pop("list_presets", False):
+        for name, values in PRESETS.items():
+            print(f"{name:18s} " + " ".join(f"{k}={v}" for k, v in values.items()))
+        return None
+    return resolve_config(args)

@@ -1,0 +1,82 @@
+"""Figures of an evaluation: confusion matrix, a grid of glimpse paths, an animated episode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from agents.evaluation import EvaluationResult
+from ram_env.canvas import compose_numpy
+from ram_env.render import draw_episode
+from ram_env.task import Task
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def canvas_of(task: Task, index: int) -> np.ndarray:
+    """The fixed (validation/test) canvas of image ``index``: ``(C, H, W)`` uint8."""
+    return compose_numpy(task.data.images, task.fixed_layout, task.config.canvas, index)
+
+
+def plot_confusion(result: EvaluationResult, n_classes: int, path: Path, title: str) -> Path:
+    plt = _pyplot()
+    matrix = result.confusion(n_classes)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    shown = np.log1p(matrix) if n_classes > 20 else matrix
+    im = ax.imshow(shown, cmap="Blues")
+    ax.set_xlabel("predicted class (Monte Carlo)")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n_classes <= 20:
+        for (i, j), v in np.ndenumerate(matrix):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="black" if i != j else "white")
+        ax.set_xticks(range(n_classes))
+        ax.set_yticks(range(n_classes))
+    fig.colorbar(im, ax=ax, label="log(1 + count)" if n_classes > 20 else "count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count: int = 16, seed: int = 0) -> Path:
+    """Sample images with their mean-location glimpse paths (boxes at all scales; the last glimpse in red)."""
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(result.images, size=min(count, result.images), replace=False))
+    cols = 4
+    rows = -(-len(chosen) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), chosen):
+        picture = draw_episode(canvas_of(task, int(i)), result.locations[i], task.config.sensor, min_side=128)
+        ax.imshow(picture)
+        pred = result.predictions_mean_location[i]
+        ax.set_title(f"#{i}: true {result.labels[i]}, predicted {pred}", fontsize=9, color="k" if pred == result.labels[i] else "r")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_episode_gif(result: EvaluationResult, task: Task, index: int, path: Path) -> Path:
+    """An animated GIF of one episode: one frame per glimpse, the path growing."""
+    from PIL import Image
+
+    canvas = canvas_of(task, index)
+    frames = [
+        Image.fromarray(draw_episode(canvas, result.locations[index][: t + 1], task.config.sensor))
+        for t in range(result.locations.shape[1])
+    ]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=600, loop=0)
+    return path

@@ -1,0 +1,39 @@
+"""Train a hard-attention agent on a glimpse task.
+
+    python train_agent.py --preset mnist-6g
+    python train_agent.py --env RAM/ClutteredMNIST60-v0 --glimpses 8 --epochs 50 --device cuda
+    python train_agent.py --resume runs/<run>/last.pt
+
+``--algo ram`` (default) trains the paper's agent (agents.trainer); any other name is a stable-baselines3 or
+sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agents.cli import run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.config import parse_args
+
+    def job() -> None:
+        config = parse_args(argv)
+        if config is None:
+            return
+        if config.algo == "ram":
+            from agents.trainer import train
+
+            summary = train(config)
+        else:
+            from agents.sb3 import train_sb3
+
+            summary = train_sb3(config)
+        print(f"run finished: {summary}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
