@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -33,8 +34,12 @@ class TrainConfig:
     resume: str | None = _f(None, "continue the run of this checkpoint (a .pt file or a run directory)")
     overwrite: bool = _f(False, "allow writing into an output directory that holds another run")
     time_limit: float | None = _f(None, "stop after this many minutes of training (checkpoints are kept)")
+    checkpoint_every: int | None = _f(None, "updates between last.pt checkpoints (default: once per epoch)")
     # Environment
     glimpses: int | None = _f(None, "glimpses per episode (default: the env's / the preset's)")
+    env_args: str | None = _f(
+        None, "more environment arguments as key=value,key=value (e.g. dataset=idx:/data/fashion,canvas_size=40)"
+    )
     # Optimisation (the seed implementation's: Adam 1e-3 decayed x0.97 every 1000 steps, clip 5)
     batch_size: int = _f(128, "distinct images per update")
     mc_samples: int = _f(1, "Monte Carlo samples M: episodes per image per update")
@@ -77,8 +82,24 @@ class TrainConfig:
             raise UserError(f"--glimpses must be >= 1, got {self.glimpses}")
         if self.epoch_images is not None and self.epoch_images < 1:
             raise UserError(f"--epoch-images must be >= 1, got {self.epoch_images}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise UserError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise UserError(f"--time-limit must be > 0 minutes, got {self.time_limit}")
+
+
+def parse_env_args(text: str | None) -> dict[str, Any]:
+    """``"a=1,b=x,c=null"`` -> ``{"a": 1, "b": "x", "c": None}`` (values read as JSON where they parse)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--env-args item {item!r} is not key=value; write e.g. --env-args glimpses=4,split=train")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def _flag(name: str) -> str:

@@ -62,7 +62,11 @@ def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count
         picture = draw_episode(canvas_of(task, int(i)), result.locations[i], task.config.sensor, min_side=128)
         ax.imshow(picture)
         pred = result.predictions_mean_location[i]
-        ax.set_title(f"#{i}: true {result.labels[i]}, predicted {pred}", fontsize=9, color="k" if pred == result.labels[i] else "r")
+        ax.set_title(
+            f"#{i}: true {result.labels[i]}, predicted {pred}",
+            fontsize=9,
+            color="k" if pred == result.labels[i] else "r",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -183,6 +183,16 @@ class RecurrentAttentionModel(nn.Module):
     def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         return self.core.initial_state(batch, device)
 
+    def forward(self, runner, *, deterministic: bool = False, generator: torch.Generator | None = None):
+        """Run one batch of episodes against ``runner``'s environment (:func:`agents.rollout.rollout`).
+
+        The model's forward pass *is* the rollout, so wrappers such as ``DistributedDataParallel`` see the whole
+        episode as one forward call.
+        """
+        from agents.rollout import rollout
+
+        return rollout(self, runner, deterministic=deterministic, generator=generator)
+
     def step(
         self, glimpse: torch.Tensor, location: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:

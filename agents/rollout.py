@@ -38,11 +38,16 @@ class Trajectory:
 
 
 class EpisodeRunner:
-    """Holds a vector env and its pending observation between batches (the env resets in the same step)."""
+    """Holds a vector env and its pending observation between batches.
 
-    def __init__(self, env: GlimpseVectorEnv, seed: int | None = None):
+    With same-step autoreset the observation left by one batch starts the next; with autoreset off the caller
+    :meth:`restart` s before each batch.
+    """
+
+    def __init__(self, env: GlimpseVectorEnv, seed: int | None = None, *, start: bool = True):
         self.env = env
-        self.restart(seed)
+        if start:
+            self.restart(seed)
 
     def restart(self, seed: int | None = None) -> None:
         """``env.reset(seed)``: new episodes (and, for ordered splits, back to the first image)."""

@@ -5,9 +5,10 @@ clipping, a validation pass after each epoch, ``best.pt`` (lowest validation err
 ``last.pt`` checkpoints, exact ``--resume``, a progress bar, TensorBoard logs and ``config.json`` / ``history.jsonl``
 in the run directory.
 
-Reproducibility: the environment and the location noise are reseeded at the start of every epoch from
-``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e`` replays epochs ``e+1 ...`` exactly as the
-uninterrupted run does (on CPU; see the README on GPU determinism).
+Reproducibility: the environment (with autoreset off) and the location noise are reseeded before every update from
+``(seed, update, rank)``, so the batch of an update depends on nothing else: a run resumed from any checkpoint
+(every ``--checkpoint-every`` updates, each epoch, on SIGINT/SIGTERM, at the time limit) replays the rest exactly as
+the uninterrupted run does (bit for bit on CPU; see the README on GPU determinism).
 """
 
 from __future__ import annotations
@@ -15,23 +16,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
+import signal
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import ram_env  # noqa: F401 - registers the environment ids
 from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, UserError
+from agents.config import TrainConfig, UserError, parse_env_args
 from agents.evaluation import evaluate_model
 from agents.ram import RecurrentAttentionModel
-from agents.rollout import EpisodeRunner, hybrid_loss, rollout
+from agents.rollout import EpisodeRunner, hybrid_loss
+from ram_env.task import TaskConfig
 from ram_env.vector import GlimpseVectorEnv
 
 
@@ -47,7 +55,7 @@ def resolve_device(name: str) -> torch.device:
 def set_seed(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (weight initialisation uses torch's)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global generator third-party code may use
     torch.manual_seed(seed)
 
 
@@ -58,9 +66,14 @@ def env_kwargs_for(config: TrainConfig) -> dict[str, Any]:
     except gym.error.Error as err:
         known = ", ".join(ram_env.BENCHMARKS)
         raise UserError(f"unknown environment id {config.env!r} ({err}); registered ids: {known}") from None
-    kwargs = dict(spec.kwargs)
+    kwargs = {**spec.kwargs, **parse_env_args(config.env_args)}
     if config.glimpses is not None:
         kwargs["glimpses"] = config.glimpses
+    kwargs.pop("split", None)  # the trainer picks the split
+    try:
+        TaskConfig.from_kwargs(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"bad environment arguments for {config.env}: {err}") from None
     return kwargs
 
 
@@ -95,17 +108,75 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.lr_decay ** (step // config.lr_decay_steps)
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
-
-
 def build_model(env: GlimpseVectorEnv, config: TrainConfig) -> RecurrentAttentionModel:
     glimpse_shape = env.single_observation_space["glimpse"].shape
     return RecurrentAttentionModel(glimpse_shape, env.task.n_classes, config.ram_config())
 
 
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag the training loop checks after each update (then checkpoints and stops)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class _Dist:
+    """Where this process stands in a ``torchrun`` job (world of one without it)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every process if ``flag`` is true on any (so all stop at the same update)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+
+def _update_seed(seed: int, step: int, rank: int, stream: int) -> int:
+    """Seed of update ``step``: the batch of every update is a function of (seed, step, rank) alone."""
+    return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1)[0])
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``)."""
+    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``).
+
+    Under ``torchrun`` each process trains on its own shard of episodes (``batch_size / world`` images per update,
+    seeded by its rank) with ``DistributedDataParallel`` averaging the gradients; process 0 validates and writes
+    the checkpoints and logs.
+    """
+    ddp = _Dist.from_environment()
     state: dict[str, Any] | None = None
     if config.resume is not None:
         state = load_checkpoint(config.resume)
@@ -113,45 +184,58 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
         saved = TrainConfig(**state["config"])
         if config.env != saved.env and config.env != TrainConfig.env:
-            raise UserError(
-                f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume"
-            )
+            raise UserError(f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume")
         # The saved run's settings win; only the length of the run may change.
         config = dataclasses.replace(saved, epochs=config.epochs, resume=config.resume, time_limit=config.time_limit)
         run_dir = Path(config.resume)
         run_dir = run_dir if run_dir.is_dir() else run_dir.parent
     else:
-        run_dir = prepare_run_dir(Path(config.output) if config.output else default_run_dir(config), overwrite=config.overwrite)
+        run_dir = Path(config.output) if config.output else default_run_dir(config)
+        if ddp.is_main:
+            prepare_run_dir(run_dir, overwrite=config.overwrite)
     device = resolve_device(config.device)
+    if ddp.world > 1:
+        if config.batch_size % ddp.world:
+            raise UserError(f"--batch-size {config.batch_size} must be a multiple of the {ddp.world} processes")
+        if device.type == "cuda":
+            device = torch.device("cuda", ddp.local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     set_seed(config.seed)
     env_kwargs = env_kwargs_for(config)
+    local_batch = config.batch_size // ddp.world
     train_env = GlimpseVectorEnv(
-        config.batch_size * config.mc_samples,
+        local_batch * config.mc_samples,
         device=device,
         mc_samples=config.mc_samples,
+        autoreset=False,
         **{**env_kwargs, "split": "train"},
     )
     val_kwargs = {**env_kwargs, "split": "validation"}
     model = build_model(train_env, config).to(device)
+    agent = DistributedDataParallel(model) if ddp.world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    epoch, global_step, history, best_val, elapsed = 0, 0, [], math.inf, 0.0
+    global_step, history, best_val, elapsed = 0, [], math.inf, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        epoch, global_step, history = state["epoch"], state["global_step"], state["history"]
+        global_step, history = state["global_step"], state["history"]
         best_val, elapsed = state["best_val"], state["wall_time"]
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-
-    from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
-
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if state is not None else None)
-    writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
-    runner = EpisodeRunner(train_env)
-    noise = torch.Generator(device=device)
     images_per_epoch = config.epoch_images or len(train_env.task.data)
     steps_per_epoch = math.ceil(images_per_epoch / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    checkpoint_every = config.checkpoint_every or steps_per_epoch
+    writer = None
+    if ddp.is_main:
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if state is not None else None)
+        writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
+    runner = EpisodeRunner(train_env, start=False)  # restarted with the update's seed before each batch
+    noise = torch.Generator(device=device)
     base = {
         "algo": "ram",
         "env_id": config.env,
@@ -159,16 +243,35 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
         "model_args": model.model_args(),
     }
+
+    def checkpoint(name: str = "last.pt", best: bool = False) -> None:
+        payload = {
+            **base,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": global_step // steps_per_epoch,
+            "global_step": global_step,
+            "history": history,
+            "wall_time": time.perf_counter() - start,
+            "best_val": best_val,
+        }
+        if best:
+            save_checkpoint(payload, run_dir / "best.pt")
+        save_checkpoint(payload, run_dir / name)
+
     deadline = None if config.time_limit is None else time.perf_counter() + 60 * config.time_limit - elapsed
     start = time.perf_counter() - elapsed
-    stopped_early = False
-    while epoch < config.epochs and not stopped_early:
-        runner.restart(seed=_epoch_seed(config.seed, epoch, 0))
-        noise.manual_seed(_epoch_seed(config.seed, epoch, 1))
-        model.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for _ in bar:
-            traj = rollout(model, runner, generator=noise)
+    stop_reason = None
+    bar = tqdm(
+        total=total_steps, initial=global_step, disable=not (progress and ddp.is_main), unit="update", smoothing=0.05
+    )
+    with _Interrupt() as interrupt:
+        while global_step < total_steps:
+            model.train()
+            runner.restart(seed=_update_seed(config.seed, global_step, ddp.rank, 0))
+            noise.manual_seed(_update_seed(config.seed, global_step, ddp.rank, 1))
+            traj = agent(runner, generator=noise)
             loss, stats = hybrid_loss(traj)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -176,19 +279,90 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             optimizer.step()
             scheduler.step()
             global_step += 1
-            if global_step % 50 == 0:
+            bar.update(1)
+            if writer is not None and global_step % 50 == 0:
                 _log_step(writer, stats, traj, scheduler.get_last_lr()[0], global_step)
-                bar.set_postfix(loss=f"{stats['losses/total'].item():.3f}", acc=f"{stats['charts/accuracy'].item():.3f}")
-            if deadline is not None and time.perf_counter() > deadline:
-                stopped_early = True
+                bar.set_postfix(
+                    loss=f"{stats['losses/total'].item():.3f}", acc=f"{stats['charts/accuracy'].item():.3f}"
+                )
+            if global_step % steps_per_epoch == 0:
+                best_val = _end_of_epoch(
+                    model,
+                    config,
+                    ddp,
+                    device,
+                    val_kwargs,
+                    run_dir,
+                    writer,
+                    history,
+                    global_step,
+                    steps_per_epoch,
+                    start,
+                    best_val,
+                    checkpoint,
+                    progress,
+                )
+            elif global_step % checkpoint_every == 0 and ddp.is_main:
+                checkpoint()
+            late = deadline is not None and time.perf_counter() > deadline
+            if ddp.any(interrupt.requested or late, device):
+                stop_reason = "interrupted" if interrupt.requested else "time limit"
+                if ddp.is_main:
+                    checkpoint()
                 break
-        if stopped_early:
-            break
-        epoch += 1
+    bar.close()
+    if writer is not None:
+        writer.close()
+    summary = {
+        "run_dir": str(run_dir),
+        "epochs": global_step // steps_per_epoch,
+        "steps": global_step,
+        "wall_time": round(time.perf_counter() - start, 2),
+        "best_val_error_mean_location": best_val,
+        "stopped": stop_reason,
+        "device": str(device),
+        "processes": ddp.world,
+    }
+    if ddp.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if stop_reason == "interrupted":
+        raise TrainingInterrupted(run_dir / "last.pt")
+    return summary
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    def __init__(self, checkpoint: Path):
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}; continue with --resume {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+def _end_of_epoch(
+    model,
+    config,
+    ddp,
+    device,
+    val_kwargs,
+    run_dir,
+    writer,
+    history,
+    global_step,
+    steps_per_epoch,
+    start,
+    best_val,
+    checkpoint,
+    progress,
+) -> float:
+    """Validate (process 0), log, and write last.pt (and best.pt on a new best); returns the best error so far."""
+    if ddp.is_main:
         train_time = time.perf_counter() - start
         result = evaluate_model(model, val_kwargs, device=device, mc_samples=config.eval_mc_samples, seed=config.seed)
         record = {
-            "epoch": epoch,
+            "epoch": global_step // steps_per_epoch,
             "step": global_step,
             "images": global_step * config.batch_size,
             "wall_time": round(time.perf_counter() - start, 2),
@@ -202,38 +376,17 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             writer.add_scalar(f"eval/{key}", record[key], global_step)
         with open(run_dir / "history.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        elapsed = time.perf_counter() - start
-        payload = {
-            **base,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "global_step": global_step,
-            "history": history,
-            "wall_time": elapsed,
-        }
-        if result.error_mean_location < best_val:
-            best_val = result.error_mean_location
-            save_checkpoint({**payload, "best_val": best_val}, run_dir / "best.pt")
-        save_checkpoint({**payload, "best_val": best_val}, run_dir / "last.pt")
+        improved = result.error_mean_location < best_val
+        best_val = min(best_val, result.error_mean_location)
+        checkpoint(best=improved)
         if progress:
             tqdm.write(
-                f"epoch {epoch}: val error {result.error_mean_location:.2f}% (mean locations), "
-                f"{result.error_sampled:.2f}% (sampled), {elapsed / 60:.1f} min"
+                f"epoch {record['epoch']}: val error {result.error_mean_location:.2f}% (mean locations), "
+                f"{result.error_sampled:.2f}% (sampled), {record['wall_time'] / 60:.1f} min"
             )
-    writer.close()
-    summary = {
-        "run_dir": str(run_dir),
-        "epochs": epoch,
-        "steps": global_step,
-        "wall_time": round(time.perf_counter() - start, 2),
-        "best_val_error_mean_location": best_val,
-        "stopped_by_time_limit": stopped_early,
-        "device": str(device),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    if ddp.world > 1:
+        dist.barrier()
+    return best_val
 
 
 def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float, step: int) -> None:

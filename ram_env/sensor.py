@@ -177,7 +177,9 @@ def glimpse_from_integral(
     index = plane[:, :, None, None, None] + index[:, None]  # (B, C, k, g + 1, g + 1)
     corners = torch.take(table, index)  # (B, C, k, g + 1, g + 1); take is the fastest gather on CPU
     sums = corners[..., 1:, 1:] - corners[..., :-1, 1:] - corners[..., 1:, :-1] + corners[..., :-1, :-1]
-    area = (steps.to(table.dtype) ** 2 / pixel_scale).reshape(k, 1, 1)  # (k, 1, 1)
+    # Divisor f^2 / pixel_scale formed in float64, then rounded once (255 f^2 exactly for uint8 tables), so a
+    # full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2, giving glimpses of 1.0000001).
+    area = (steps.to(torch.float64) ** 2 / pixel_scale).to(table.dtype).reshape(k, 1, 1)  # (k, 1, 1)
     means = (sums / area).to(torch.float32)  # (B, C, k, g, g)
     return means.transpose(1, 2)  # (B, k, C, g, g)
 

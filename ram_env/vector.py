@@ -41,13 +41,13 @@ from ram_env.canvas import Layout, compose_torch, sample_layout_torch
 from ram_env.sensor import glimpse_from_integral, integral_image
 from ram_env.task import Task, TaskConfig
 
-# (id of the split's image array, device) -> (that array, images, labels). The entry keeps the array alive, so its id
-# cannot be reused by another data set's array while the entry exists.
+# (id of the split's image array, device) -> (that array, images, labels). The entry keeps the array alive, so
+# its id cannot be reused by another data set's array while the entry exists.
 _DEVICE_DATA: dict[tuple[int, str], tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
 
 
 def _data_on(task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split's images (uint8) and labels (int64) on ``device``, one copy shared by every env on the same data."""
+    """The split's images (uint8) and labels (int64) on ``device``, one copy shared by all envs on it."""
     key = (id(task.data.images), str(device))
     entry = _DEVICE_DATA.get(key)
     if entry is None or entry[0] is not task.data.images:
@@ -63,6 +63,9 @@ class GlimpseVectorEnv(VectorEnv):
     :param num_envs: number of parallel episodes.
     :param device: torch device holding the data and all state (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
     :param mc_samples: show each image to this many consecutive environments (Monte Carlo samples).
+    :param autoreset: ``True`` (default): same-step autoreset. ``False``: ``AutoresetMode.DISABLED``; the step that
+        ends the episodes returns their last observation and ``is_success`` in ``info``, and the caller resets. A
+        trainer that reseeds every batch (``reset(seed=f(seed, step))``, exactly resumable at any step) uses this.
     :param task_kwargs: the fields of :class:`ram_env.task.TaskConfig`.
     """
 
@@ -74,6 +77,7 @@ class GlimpseVectorEnv(VectorEnv):
         *,
         device: str | torch.device = "cpu",
         mc_samples: int = 1,
+        autoreset: bool = True,
         render_mode: str | None = None,
         **task_kwargs: Any,
     ):
@@ -89,6 +93,9 @@ class GlimpseVectorEnv(VectorEnv):
         self.task = Task(self.config)
         self.num_envs = int(num_envs)
         self.mc_samples = int(mc_samples)
+        self.autoreset = bool(autoreset)
+        if not self.autoreset:
+            self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self.device = torch.device(device)
         self.render_mode = None
         self.single_observation_space = self.task.observation_space()
@@ -96,7 +103,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        self.images, self.labels = _data_on(self.task, self.device)  # (N_data, C, h, w) uint8, (N_data,); shared
+        self.images, self.labels = _data_on(self.task, self.device)  # (N_data, C, h, w), (N_data,); shared
         self._fixed: Layout | None = None
         if self.config.split != "train":
             self._fixed = self.task.fixed_layout.to_torch(self.device)
@@ -125,6 +132,8 @@ class GlimpseVectorEnv(VectorEnv):
     def step(self, actions):
         if self.canvas is None:
             raise RuntimeError("call reset() before step()")
+        if self._t >= self.config.glimpses:
+            raise RuntimeError("the episodes have ended and autoreset is off; call reset()")
         location, label = self.task.action_form.decode(actions, batch=self.num_envs, device=self.device)
         self._t += 1
         n = self.num_envs
@@ -135,11 +144,13 @@ class GlimpseVectorEnv(VectorEnv):
             terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
             return self._get_obs(), reward, terminated, truncated, self._get_info()
         correct = label == self.labels[self.index]
+        done = torch.ones(n, dtype=torch.bool, device=self.device)
+        if not self.autoreset:
+            return self._get_obs(), correct.to(torch.float32), done, truncated, {**self._get_info(), "is_success": correct}
         final_obs = self._get_obs()
         final_info = {**self._get_info(), "is_success": correct}
         self._new_episodes()
         info = self._get_info()
-        done = torch.ones(n, dtype=torch.bool, device=self.device)
         info.update(final_obs=final_obs, final_info=final_info, _final_obs=done, _final_info=done)
         return self._get_obs(), correct.to(torch.float32), done, truncated, info
 

@@ -3,7 +3,8 @@
 Markers (registered here, applied with ``@pytest.mark.requires_mnist`` or ``pytest.param(..., marks=...)``):
 
 * ``requires_mnist``: skip unless ``$RAM_DATA_DIR/mnist/`` holds the four MNIST IDX files.
-* ``requires_omniglot``: skip unless ``$RAM_DATA_DIR/omniglot/`` holds the two Omniglot ``.npz`` files (or folders).
+* ``requires_omniglot``: skip unless ``$RAM_DATA_DIR/omniglot/`` holds the two Omniglot ``.npz`` files
+  (or folders).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import pytest
 
 import ram_env
 
-_MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _OMNIGLOT_SETS = ("images_background", "images_evaluation")
 
 #: images per fake CIFAR-10 batch file: 5 x 12 = 60 training images (54 train + 6 validation), 12 test images.
@@ -52,7 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("requires_mnist") and not has_mnist():
-        pytest.skip("real MNIST not found: set RAM_DATA_DIR to a directory holding mnist/ with the four IDX files")
+        pytest.skip(
+            "real MNIST not found: set RAM_DATA_DIR to a directory holding mnist/ with the four IDX files"
+        )
     if item.get_closest_marker("requires_omniglot") and not has_omniglot():
         pytest.skip("real Omniglot not found: set RAM_DATA_DIR to a directory holding omniglot/*.npz")
 
@@ -98,16 +106,24 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_marks(env_id: str) -> list:
     """The skip markers an id needs (its data set)."""
     dataset = ram_env.BENCHMARKS[env_id.removeprefix("ram_env:")]["dataset"]
-    return {"mnist": [pytest.mark.requires_mnist], "omniglot": [pytest.mark.requires_omniglot]}.get(dataset, [])
+    return {"mnist": [pytest.mark.requires_mnist], "omniglot": [pytest.mark.requires_omniglot]}.get(
+        dataset, []
+    )
 
 
 #: every registered id, as pytest params carrying their data skip markers.
 ALL_IDS = [pytest.param(env_id, marks=data_marks(env_id), id=env_id) for env_id in ram_env.BENCHMARKS]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``registered_id`` runs once per registered id (skipped where its data is absent)."""
+    if "registered_id" in metafunc.fixturenames:
+        metafunc.parametrize("registered_id", ALL_IDS)
+
+
 @pytest.fixture
 def env_kwargs(cifar_dir: Path):
-    """``env_kwargs(env_id)``: the extra ``gym.make`` arguments an id needs in tests (the fake CIFAR-10 directory)."""
+    """``env_kwargs(env_id)``: the extra ``gym.make`` arguments an id needs here (fake CIFAR-10 folder)."""
 
     def kwargs(env_id: str) -> dict:
         if ram_env.BENCHMARKS[env_id.removeprefix("ram_env:")]["dataset"] == "cifar10":

@@ -1,4 +1,4 @@
-"""The single environment: env checkers on every id, seeding, episode structure, action forms, errors, render."""
+"""The single env: env checkers on every id, seeding, episode structure, action forms, errors, render."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import ALL_IDS
 from gymnasium.utils.env_checker import check_env
 
 import ram_env
@@ -40,14 +39,14 @@ def _assert_same(a, b, path="") -> None:
             _assert_same(a[key], b[key], f"{path}/{key}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _assert_same(x, y, f"{path}[{i}]")
     else:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
 
 
 def _rollout(env: gym.Env, seed: int, episodes: int) -> list:
-    """Every (obs, reward, terminated, truncated, info) of ``episodes`` episodes with seeded random actions."""
+    """Every (obs, reward, terminated, truncated, info) of ``episodes`` episodes, seeded random actions."""
     env.action_space.seed(seed)
     record = []
     obs, info = env.reset(seed=seed)
@@ -65,11 +64,12 @@ def _rollout(env: gym.Env, seed: int, episodes: int) -> list:
 
 
 @pytest.mark.parametrize("action_form", ACTION_FORMS)
-@pytest.mark.parametrize("env_id", ALL_IDS)
-def test_gymnasium_check_env_without_warnings(env_id, action_form, env_kwargs):
+def test_gymnasium_check_env_without_warnings(registered_id, action_form, env_kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning is expected from gymnasium's checker
-        env = _make(env_id, action_form=action_form, render_mode="rgb_array", **env_kwargs(env_id))
+        env = _make(
+            registered_id, action_form=action_form, render_mode="rgb_array", **env_kwargs(registered_id)
+        )
         check_env(env.unwrapped)
         # gym.make's own passive checker and order enforcing wrap a short rollout too
         env.reset(seed=0)
@@ -81,11 +81,10 @@ def test_gymnasium_check_env_without_warnings(env_id, action_form, env_kwargs):
 
 
 @pytest.mark.parametrize("action_form", ["box", "grid"])
-@pytest.mark.parametrize("env_id", ALL_IDS)
-def test_stable_baselines3_check_env(env_id, action_form, env_kwargs):
+def test_stable_baselines3_check_env(registered_id, action_form, env_kwargs):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = _make(env_id, action_form=action_form, **env_kwargs(env_id))
+    env = _make(registered_id, action_form=action_form, **env_kwargs(registered_id))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for category, message in SB3_EXPECTED_WARNINGS:
@@ -108,11 +107,11 @@ def test_same_seed_same_rollout_different_seed_differs(kwargs):
     a = _rollout(gym.make("ram_env:RAM/MNIST-v0", **kwargs), seed=123, episodes=5)
     b = _rollout(gym.make("ram_env:RAM/MNIST-v0", **kwargs), seed=123, episodes=5)
     assert len(a) == len(b) == 5 * (1 + TINY["glimpses"])
-    for step_a, step_b in zip(a, b):
+    for step_a, step_b in zip(a, b, strict=True):
         _assert_same(list(step_a), list(step_b))
     c = _rollout(gym.make("ram_env:RAM/MNIST-v0", **kwargs), seed=124, episodes=5)
     with pytest.raises(AssertionError):
-        for step_a, step_c in zip(a, c):
+        for step_a, step_c in zip(a, c, strict=True):
             _assert_same(list(step_a), list(step_c))
     assert [s[1]["index"] for s in a if len(s) == 2] != [s[1]["index"] for s in c if len(s) == 2]
 
@@ -121,7 +120,7 @@ def test_same_seed_same_rollout_different_seed_differs(kwargs):
 def test_same_seed_same_rollout_cluttered_mnist():
     a = _rollout(_make("RAM/ClutteredMNIST60-v0", action_form="box"), seed=7, episodes=3)
     b = _rollout(_make("RAM/ClutteredMNIST60-v0", action_form="box"), seed=7, episodes=3)
-    for step_a, step_b in zip(a, b):
+    for step_a, step_b in zip(a, b, strict=True):
         _assert_same(list(step_a), list(step_b))
 
 
@@ -269,7 +268,7 @@ def test_registered_defaults_and_override_on_mnist():
     assert obs["glimpse"].shape == (4, 1, 12, 12) and cluttered.unwrapped.canvas.shape == (1, 100, 100)
 
 
-# -------------------------------------------------------------------------------------------------- action forms
+# ----------------------------------------------------------------------------------------------- action forms
 
 
 def test_box_form_reads_location_and_argmax_label():

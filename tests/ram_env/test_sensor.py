@@ -1,4 +1,4 @@
-"""The glimpse sensor: hand-computed cases, numpy/torch agreement, the summed-area table path, SensorSpec checks."""
+"""The glimpse sensor: hand-computed cases, numpy/torch agreement, summed-area table path, SensorSpec."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _reference(image: np.ndarray, loc, g: int, k: int, s: int) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------------------ hand-computed cases
+# ---------------------------------------------------------------------------------------- hand-computed cases
 
 
 def test_centre_of_4x4_two_scales():
@@ -52,7 +52,9 @@ def test_centre_of_4x4_two_scales():
 
 
 def test_x_is_columns_and_y_is_rows():
-    image = (10 * np.arange(6)[:, None] + np.arange(6)[None, :]).astype(np.float32)[None]  # value = 10 row + col
+    image = (10 * np.arange(6)[:, None] + np.arange(6)[None, :]).astype(np.float32)[
+        None
+    ]  # value = 10 row + col
     # x = 0 -> columns 2, 3; y = -2/3 -> centre at row 1 -> rows 0, 1.
     np.testing.assert_array_equal(_glimpse(image, 0.0, -2.0 / 3.0, g=2)[0, 0], [[2, 3], [12, 13]])
     np.testing.assert_array_equal(_glimpse(image, -2.0 / 3.0, 0.0, g=2)[0, 0], [[20, 21], [30, 31]])
@@ -61,7 +63,9 @@ def test_x_is_columns_and_y_is_rows():
 def test_top_left_corner_reads_three_quarters_zero():
     image = (np.arange(16, dtype=np.float32) + 1).reshape(1, 4, 4)  # no zero pixels inside the image
     out = _glimpse(image, -1.0, -1.0, g=2, k=2)
-    np.testing.assert_array_equal(out[0, 0], [[0, 0], [0, 1]])  # window rows/cols -1..0: only pixel (0, 0) inside
+    np.testing.assert_array_equal(
+        out[0, 0], [[0, 0], [0, 1]]
+    )  # window rows/cols -1..0: only pixel (0, 0) inside
     np.testing.assert_array_equal(out[1, 0], [[0, 0], [0, 3.5]])  # window -2..1: one block (1+2+5+6)/4 inside
 
 
@@ -117,7 +121,9 @@ def test_numpy_matches_pixelwise_reference(g, k, s):
     rng = np.random.default_rng(g * 100 + k * 10 + s)
     image = rng.integers(0, 256, size=(2, 7, 9), dtype=np.uint8)  # odd, non-square
     for loc in [*CORNERS, *rng.uniform(-1.5, 1.5, size=(10, 2))]:
-        np.testing.assert_allclose(_glimpse(image, *loc, g=g, k=k, s=s), _reference(image, loc, g, k, s), atol=1e-6)
+        np.testing.assert_allclose(
+            _glimpse(image, *loc, g=g, k=k, s=s), _reference(image, loc, g, k, s), atol=1e-6
+        )
 
 
 # ----------------------------------------------------------------------------------- numpy vs torch agreement
@@ -134,8 +140,12 @@ def test_torch_matches_numpy(dtype, channels, g, k, s, size):
         images = rng.integers(0, 256, size=(batch, channels, height, width), dtype=np.uint8)
     else:
         images = rng.random((batch, channels, height, width), dtype=np.float32)
-    locations = np.concatenate([np.array(CORNERS), rng.uniform(-1.5, 1.5, size=(batch - 4, 2))]).astype(np.float32)
-    got = glimpse_torch(torch.from_numpy(images), torch.from_numpy(locations), glimpse_size=g, num_scales=k, scale=s)
+    locations = np.concatenate([np.array(CORNERS), rng.uniform(-1.5, 1.5, size=(batch - 4, 2))]).astype(
+        np.float32
+    )
+    got = glimpse_torch(
+        torch.from_numpy(images), torch.from_numpy(locations), glimpse_size=g, num_scales=k, scale=s
+    )
     assert got.shape == (batch, k, channels, g, g) and got.dtype == torch.float32
     want = np.stack(
         [glimpse_numpy(images[b], locations[b], glimpse_size=g, num_scales=k, scale=s) for b in range(batch)]
@@ -151,7 +161,7 @@ def test_torch_hand_case_and_float64_locations():
     torch.testing.assert_close(out[0, :, 0], torch.tensor([[[0.0, 0], [0, 1]], [[0, 0], [0, 3.5]]]))
 
 
-# -------------------------------------------------------------------------------------- summed-area table path
+# ------------------------------------------------------------------------------------- summed-area table path
 
 
 def test_integral_image_sums():
@@ -176,7 +186,9 @@ def test_glimpse_from_integral_table_row_shares_tables():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     # Without table_row, glimpse b reads table b.
     same = glimpse_from_integral(table, locations[:3], spec, pixel_scale=1 / 255)
-    torch.testing.assert_close(same, glimpse_torch(images, locations[:3], glimpse_size=6, num_scales=3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        same, glimpse_torch(images, locations[:3], glimpse_size=6, num_scales=3), atol=1e-6, rtol=0
+    )
 
 
 def test_large_uint8_images_are_summed_exactly():
@@ -206,3 +218,14 @@ def test_sensor_spec_geometry():
     assert spec.shape(3) == (3, 3, 12, 12)
     with pytest.raises(ValueError, match="glimpse_size"):
         glimpse_numpy(np.zeros((1, 4, 4)), np.zeros(2), glimpse_size=0)
+
+
+@pytest.mark.parametrize("k, s", [(1, 2), (3, 2), (4, 2), (2, 3)])
+def test_full_white_reads_exactly_one(k, s):
+    # a glimpse must stay inside the observation space Box(0, 1): no 1.0000001 from float32 round-off
+    images = torch.full((2, 3, 50, 50), 255, dtype=torch.uint8)
+    out = glimpse_torch(images, torch.zeros(2, 2), glimpse_size=4, num_scales=k, scale=s)
+    assert float(out.max()) == 1.0 and float(out.min()) == 1.0
+    table = integral_image(images)
+    spec = SensorSpec(glimpse_size=4, num_scales=k, scale=s)
+    assert float(glimpse_from_integral(table, torch.zeros(2, 2), spec, pixel_scale=1 / 255).max()) == 1.0

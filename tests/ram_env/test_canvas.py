@@ -1,4 +1,4 @@
-"""Canvas composition: clutter semantics (added and clipped), sampling ranges, numpy/torch agreement, pinned layouts."""
+"""Canvas composition: clutter (added, clipped), sampling ranges, numpy == torch, pinned test layouts."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _layout(index, position, source, offset, place) -> Layout:
     source = np.asarray(source, dtype=np.int64).reshape(1, -1)  # (1, P)
     offset = np.asarray(offset, dtype=np.int64).reshape(1, -1, 2)  # (1, P, 2)
     place = np.asarray(place, dtype=np.int64).reshape(1, -1, 2)  # (1, P, 2)
-    return Layout(np.asarray(index, dtype=np.int64), np.asarray(position, dtype=np.int64), source, offset, place)
+    return Layout(
+        np.asarray(index, dtype=np.int64), np.asarray(position, dtype=np.int64), source, offset, place
+    )
 
 
 def _both(images: np.ndarray, layout: Layout, spec: CanvasSpec) -> np.ndarray:
@@ -38,7 +40,7 @@ def _both(images: np.ndarray, layout: Layout, spec: CanvasSpec) -> np.ndarray:
     return a
 
 
-# -------------------------------------------------------------------------------------------- clutter semantics
+# ------------------------------------------------------------------------------------------ clutter semantics
 
 
 def test_digit_is_added_over_clutter_not_pasted():
@@ -46,7 +48,7 @@ def test_digit_is_added_over_clutter_not_pasted():
     images[0] = 100  # the example's digit
     images[1] = 50  # clutter source
     spec = CanvasSpec(canvas_size=8, clutter_pieces=1, clutter_size=2)
-    # digit at (x=0, y=0) covers [0, 4)^2; the 2 x 2 piece at (x=3, y=3) covers [3, 5)^2: overlap is pixel (3, 3).
+    # digit at (x=0, y=0) covers [0, 4)^2; the 2 x 2 piece at (x=3, y=3) covers [3, 5)^2; overlap (3, 3).
     canvas = _both(images, _layout([0], [[0, 0]], [[1]], [[0, 0]], [[3, 3]]), spec)[0]
     assert canvas[3, 3] == 150  # a + b, neither 100 (pasted digit) nor an alpha blend
     assert canvas[0, 0] == 100 and canvas[4, 4] == 50 and canvas[3, 4] == 50 and canvas[4, 3] == 50
@@ -117,11 +119,17 @@ def test_positions_keep_every_piece_inside_the_canvas(backend):
     if backend == "numpy":
         layout = sample_layout_numpy(np.random.default_rng(2), index, 10, (h, w), spec)
     else:
-        layout = sample_layout_torch(torch.Generator().manual_seed(2), torch.from_numpy(index), 10, (h, w), spec)
-    pos, off, place = (np.asarray(v) for v in (layout.position, layout.clutter_offset, layout.clutter_position))
+        layout = sample_layout_torch(
+            torch.Generator().manual_seed(2), torch.from_numpy(index), 10, (h, w), spec
+        )
+    pos, off, place = (
+        np.asarray(v) for v in (layout.position, layout.clutter_offset, layout.clutter_position)
+    )
     # (x, y) order: x ranges over the width, y over the height; every position in range is reached.
     assert set(pos[:, 0]) == set(range(side - w + 1)) and set(pos[:, 1]) == set(range(side - h + 1))
-    assert set(off[..., 0].ravel()) == set(range(w - c + 1)) and set(off[..., 1].ravel()) == set(range(h - c + 1))
+    assert set(off[..., 0].ravel()) == set(range(w - c + 1)) and set(off[..., 1].ravel()) == set(
+        range(h - c + 1)
+    )
     assert set(place[..., 0].ravel()) == set(range(side - c + 1))
     assert set(place[..., 1].ravel()) == set(range(side - c + 1))
 
@@ -137,7 +145,7 @@ def test_canvas_spec_validation_messages():
         CanvasSpec(canvas_size=60, clutter_pieces=2, clutter_size=40).validate(28, 28)
 
 
-# --------------------------------------------------------------------------------------- numpy == torch compose
+# ------------------------------------------------------------------------------------- numpy == torch compose
 
 
 @pytest.mark.parametrize(
@@ -164,14 +172,14 @@ def test_fixed_layout_is_deterministic_and_seeded():
     b = fixed_layout(50, (10, 10), spec, seed=[0, 2])
     c = fixed_layout(50, (10, 10), spec, seed=[1, 2])
     np.testing.assert_array_equal(a.index, np.arange(50))
-    for x, y in zip(a._fields(), b._fields()):
+    for x, y in zip(a._fields(), b._fields(), strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.position, c.position)
 
 
 # sha256 of the uint8 bytes of the canvases (500, 1, S, S) of test images 0..499 (real MNIST, layout_seed=0),
-# composed with compose_torch from Task.fixed_layout. A change here changes every reported test score: if it is
-# intended, recompute the digests and say so in the commit.
+# composed with compose_torch from Task.fixed_layout. A change here changes every reported test score: if it
+# is intended, recompute the digests and say so in the commit.
 PINNED = {
     "RAM/TranslatedMNIST60-v0": "e1df320c5070078ccc46d4ed4ef85062eef07034dc67f8b280d46be4d01b6706",
     "RAM/ClutteredMNIST60-v0": "b4c95fd728a316c4f75ee5b2ebafc7e858234d853bd1dc38df2fbbdf7eea52e5",
