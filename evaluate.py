@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument("--plot", type=Path, help="write confusion.png, glimpses.png and episode.gif here")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled locations (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the initial and sampled locations (default: the run's seed)"
+    )
     return parser
 
 
@@ -41,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--mc-samples must be >= 1, got {args.mc_samples}")
         device = resolve_device(args.device)
         payload = load_checkpoint(args.checkpoint, map_location=device)
+        seed = payload["config"].get("seed", 0) if args.seed is None else args.seed
         result, report = evaluate_checkpoint(
-            payload, split=args.split, mc_samples=args.mc_samples, device=device, seed=args.seed
+            payload, split=args.split, mc_samples=args.mc_samples, device=device, seed=seed
         )
         print(f"{report['env_id']} {args.split}: {result.images} images")
         print(f"  error, sampled locations:      {result.error_sampled:6.2f} %")

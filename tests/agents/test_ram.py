@@ -14,6 +14,7 @@ from agents.evaluation import evaluate_checkpoint, evaluate_model
 from agents.ram import RAMConfig, RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, rollout
 from agents.trainer import train
+from evaluate import main as evaluate_main
 from ram_env.vector import GlimpseVectorEnv
 
 TINY = {"dataset": "tiny", "glimpses": 4, "glimpse_size": 4, "num_scales": 2, "canvas_size": 24}
@@ -145,6 +146,22 @@ def test_checkpoint_rebuilds_agent_with_identical_predictions(tmp_path):
     assert report["episodes"] == 64 and report["split"] == "validation"
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["seed"] == 3 and config["env_args"] == tiny
+
+
+def test_evaluate_script_reproduces_the_reported_validation_error(tmp_path):
+    tiny = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
+    summary = train(_config(tmp_path, env_args=tiny, epochs=2), progress=False)
+    checkpoint = os.path.join(summary["run_dir"], "last.pt")
+    reported = load_checkpoint(checkpoint)["history"][-1]
+    out = tmp_path / "eval.json"
+    code = evaluate_main(
+        [checkpoint, "--split", "validation", "--mc-samples", "1", "--json", str(out), "--device", "cpu"]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["error_mean_location"] == pytest.approx(reported["val_error_mean_location"], abs=1e-9)
+    assert report["error_sampled"] == pytest.approx(reported["val_error_sampled"], abs=1e-9)
+    assert report["episodes"] == 64 and report["env_id"] == "RAM/MNIST-v0"
 
 
 @requires_mnist

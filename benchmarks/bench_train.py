@@ -1,0 +1,148 @@
+"""Training throughput of the RAM agent: images per second, the split between environment and network, and the
+fraction of the compute floor.
+
+Usage::
+
+    python benchmarks/bench_train.py                       # MNIST, 6 glimpses, batch 128, M = 1 and M = 10, CPU
+    python benchmarks/bench_train.py --device cuda --json results/bench_train_cuda.json
+
+One training update is exactly what ``train_agent.py`` does (agents.trainer): reseed and reset the vector env, one
+rollout with gradients, the hybrid loss, backward, gradient clipping, a fused Adam step. The environment's share is
+timed by running the same resets and steps with the same batch and no network. The compute floor is the model's
+FLOPs per training image (forward multiply-adds x 2, times 3 for forward + backward) over the peak rate of a large
+float32 matrix product measured in the same run on the same device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+
+import torch
+
+from agents.config import resolve_config
+from agents.rollout import EpisodeRunner, hybrid_loss
+from agents.trainer import build_model, env_kwargs_for
+from ram_env.vector import GlimpseVectorEnv
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_image(model, glimpses: int) -> float:
+    """Training FLOPs of one episode: 3 x 2 x the multiply-adds of the Linear layers, per glimpse, x T."""
+    macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 3 * 2 * macs * glimpses
+
+
+def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float) -> dict:
+    config = resolve_config({"env": env_id, "batch_size": batch, "mc_samples": mc, "device": str(device)})
+    env = GlimpseVectorEnv(batch * mc, device=device, mc_samples=mc, autoreset=False, **env_kwargs_for(config))
+    model = build_model(env, config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    runner = EpisodeRunner(env, start=False)
+    noise = torch.Generator(device=device).manual_seed(0)
+
+    def update(step: int) -> None:
+        runner.restart(seed=step)
+        loss, _ = hybrid_loss(model(runner, generator=noise))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    actions = {
+        "location": torch.rand(batch * mc, 2, device=device) * 2 - 1,
+        "label": torch.zeros(batch * mc, dtype=torch.long, device=device),
+    }
+
+    def env_only(step: int) -> None:
+        env.reset(seed=step)
+        for _ in range(env.config.glimpses):
+            env.step(actions)
+
+    def rate(fn) -> float:
+        for i in range(10):
+            fn(i)
+        _sync(device)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn(n)
+            n += 1
+        _sync(device)
+        return (time.perf_counter() - start) / n
+
+    t_update = rate(update)
+    t_env = rate(env_only)
+    return {
+        "batch": batch,
+        "mc_samples": mc,
+        "images_per_s": batch / t_update,
+        "episodes_per_s": batch * mc / t_update,
+        "ms_per_update": 1e3 * t_update,
+        "env_ms_per_update": 1e3 * t_env,
+        "env_share": t_env / t_update,
+        "flops_per_image": flops_per_image(model, env.config.glimpses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="RAM/MNIST-v0")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--mc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    header = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0],
+        "env": args.env,
+    }
+    peak = peak_gflops(device)
+    header["matmul_peak_gflops"] = peak
+    print(json.dumps(header))
+    rows = []
+    for mc in args.mc:
+        row = bench(args.env, args.batch, mc, device, args.seconds)
+        floor = peak * 1e9 / row["flops_per_image"] / mc  # images/s if every FLOP ran at the matmul peak
+        row["compute_floor_images_per_s"] = floor
+        row["fraction_of_floor"] = row["images_per_s"] / floor
+        rows.append(row)
+        print(
+            f"batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s ({row['episodes_per_s']:.0f} episodes/s), "
+            f"{row['ms_per_update']:.2f} ms/update, env {100 * row['env_share']:.0f} %, "
+            f"{row['flops_per_image'] / 1e6:.1f} MFLOP/episode, floor {floor:.0f} images/s "
+            f"-> {100 * row['fraction_of_floor']:.0f} % of it"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({**header, "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
