@@ -28,7 +28,22 @@ def run_cli(job: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:
+        # Training stopped on SIGINT/SIGTERM after checkpointing: its message says how to resume. The class is looked
+        # up lazily so that this module does not import torch.
+        if _is_training_interrupted(err):
+            print(str(err), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
     return 0
+
+
+def _is_training_interrupted(err: BaseException) -> bool:
+    for module in ("agents.trainer", "agents.sb3"):
+        cls = getattr(sys.modules.get(module), "TrainingInterrupted", None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
 
 
 def _raised_by_project(err: BaseException) -> bool:

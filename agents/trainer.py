@@ -169,170 +169,6 @@ def _update_seed(seed: int, step: int, rank: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1)[0])
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``).
-
-    Under ``torchrun`` each process trains on its own shard of episodes (``batch_size / world`` images per update,
-    seeded by its rank) with ``DistributedDataParallel`` averaging the gradients; process 0 validates and writes
-    the checkpoints and logs.
-    """
-    ddp = _Dist.from_environment()
-    state: dict[str, Any] | None = None
-    if config.resume is not None:
-        state = load_checkpoint(config.resume)
-        if state["algo"] != "ram":
-            raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
-        saved = TrainConfig(**state["config"])
-        if config.env != saved.env and config.env != TrainConfig.env:
-            raise UserError(f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume")
-        # The saved run's settings win; only the length of the run may change.
-        config = dataclasses.replace(saved, epochs=config.epochs, resume=config.resume, time_limit=config.time_limit)
-        run_dir = Path(config.resume)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-    else:
-        run_dir = Path(config.output) if config.output else default_run_dir(config)
-        if ddp.is_main:
-            prepare_run_dir(run_dir, overwrite=config.overwrite)
-    device = resolve_device(config.device)
-    if ddp.world > 1:
-        if config.batch_size % ddp.world:
-            raise UserError(f"--batch-size {config.batch_size} must be a multiple of the {ddp.world} processes")
-        if device.type == "cuda":
-            device = torch.device("cuda", ddp.local_rank)
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    set_seed(config.seed)
-    env_kwargs = env_kwargs_for(config)
-    local_batch = config.batch_size // ddp.world
-    train_env = GlimpseVectorEnv(
-        local_batch * config.mc_samples,
-        device=device,
-        mc_samples=config.mc_samples,
-        autoreset=False,
-        **{**env_kwargs, "split": "train"},
-    )
-    val_kwargs = {**env_kwargs, "split": "validation"}
-    model = build_model(train_env, config).to(device)
-    agent = DistributedDataParallel(model) if ddp.world > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    global_step, history, best_val, elapsed = 0, [], math.inf, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        global_step, history = state["global_step"], state["history"]
-        best_val, elapsed = state["best_val"], state["wall_time"]
-    images_per_epoch = config.epoch_images or len(train_env.task.data)
-    steps_per_epoch = math.ceil(images_per_epoch / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    checkpoint_every = config.checkpoint_every or steps_per_epoch
-    writer = None
-    if ddp.is_main:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if state is not None else None)
-        writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
-    runner = EpisodeRunner(train_env, start=False)  # restarted with the update's seed before each batch
-    noise = torch.Generator(device=device)
-    base = {
-        "algo": "ram",
-        "env_id": config.env,
-        "env_kwargs": env_kwargs,
-        "config": dataclasses.asdict(config),
-        "model_args": model.model_args(),
-    }
-
-    def checkpoint(name: str = "last.pt", best: bool = False) -> None:
-        payload = {
-            **base,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": global_step // steps_per_epoch,
-            "global_step": global_step,
-            "history": history,
-            "wall_time": time.perf_counter() - start,
-            "best_val": best_val,
-        }
-        if best:
-            save_checkpoint(payload, run_dir / "best.pt")
-        save_checkpoint(payload, run_dir / name)
-
-    deadline = None if config.time_limit is None else time.perf_counter() + 60 * config.time_limit - elapsed
-    start = time.perf_counter() - elapsed
-    stop_reason = None
-    bar = tqdm(
-        total=total_steps, initial=global_step, disable=not (progress and ddp.is_main), unit="update", smoothing=0.05
-    )
-    with _Interrupt() as interrupt:
-        while global_step < total_steps:
-            model.train()
-            runner.restart(seed=_update_seed(config.seed, global_step, ddp.rank, 0))
-            noise.manual_seed(_update_seed(config.seed, global_step, ddp.rank, 1))
-            traj = agent(runner, generator=noise)
-            loss, stats = hybrid_loss(traj)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            global_step += 1
-            bar.update(1)
-            if writer is not None and global_step % 50 == 0:
-                _log_step(writer, stats, traj, scheduler.get_last_lr()[0], global_step)
-                bar.set_postfix(
-                    loss=f"{stats['losses/total'].item():.3f}", acc=f"{stats['charts/accuracy'].item():.3f}"
-                )
-            if global_step % steps_per_epoch == 0:
-                best_val = _end_of_epoch(
-                    model,
-                    config,
-                    ddp,
-                    device,
-                    val_kwargs,
-                    run_dir,
-                    writer,
-                    history,
-                    global_step,
-                    steps_per_epoch,
-                    start,
-                    best_val,
-                    checkpoint,
-                    progress,
-                )
-            elif global_step % checkpoint_every == 0 and ddp.is_main:
-                checkpoint()
-            late = deadline is not None and time.perf_counter() > deadline
-            if ddp.any(interrupt.requested or late, device):
-                stop_reason = "interrupted" if interrupt.requested else "time limit"
-                if ddp.is_main:
-                    checkpoint()
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    summary = {
-        "run_dir": str(run_dir),
-        "epochs": global_step // steps_per_epoch,
-        "steps": global_step,
-        "wall_time": round(time.perf_counter() - start, 2),
-        "best_val_error_mean_location": best_val,
-        "stopped": stop_reason,
-        "device": str(device),
-        "processes": ddp.world,
-    }
-    if ddp.is_main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if ddp.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if stop_reason == "interrupted":
-        raise TrainingInterrupted(run_dir / "last.pt")
-    return summary
-
-
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
 
@@ -341,52 +177,219 @@ class TrainingInterrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def _end_of_epoch(
-    model,
-    config,
-    ddp,
-    device,
-    val_kwargs,
-    run_dir,
-    writer,
-    history,
-    global_step,
-    steps_per_epoch,
-    start,
-    best_val,
-    checkpoint,
-    progress,
-) -> float:
-    """Validate (process 0), log, and write last.pt (and best.pt on a new best); returns the best error so far."""
-    if ddp.is_main:
-        train_time = time.perf_counter() - start
-        result = evaluate_model(model, val_kwargs, device=device, mc_samples=config.eval_mc_samples, seed=config.seed)
-        record = {
-            "epoch": global_step // steps_per_epoch,
-            "step": global_step,
-            "images": global_step * config.batch_size,
-            "wall_time": round(time.perf_counter() - start, 2),
-            "train_time": round(train_time, 2),
-            "val_error_sampled": result.error_sampled,
-            "val_error_mean_location": result.error_mean_location,
-            "val_error_monte_carlo": result.error_monte_carlo,
-        }
-        history.append(record)
-        for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
-            writer.add_scalar(f"eval/{key}", record[key], global_step)
-        with open(run_dir / "history.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        improved = result.error_mean_location < best_val
-        best_val = min(best_val, result.error_mean_location)
-        checkpoint(best=improved)
-        if progress:
-            tqdm.write(
-                f"epoch {record['epoch']}: val error {result.error_mean_location:.2f}% (mean locations), "
-                f"{result.error_sampled:.2f}% (sampled), {record['wall_time'] / 60:.1f} min"
+class RAMTrainer:
+    """One training run of the RAM agent: set up in ``__init__`` (nothing on disk changes if that fails), then
+    :meth:`run`.
+
+    Under ``torchrun`` each process trains on its own shard of episodes (``batch_size / world`` images per update,
+    seeded by its rank) with ``DistributedDataParallel`` averaging the gradients; process 0 validates and writes
+    the checkpoints and logs.
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True):
+        self.ddp = ddp = _Dist.from_environment()
+        self.progress = progress
+        state: dict[str, Any] | None = None
+        if config.resume is not None:
+            state = load_checkpoint(config.resume)
+            if state["algo"] != "ram":
+                raise UserError(
+                    f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}"
+                )
+            saved = TrainConfig(**state["config"])
+            if config.env != saved.env and config.env != TrainConfig.env:
+                raise UserError(
+                    f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume"
+                )
+            # The saved run's settings win; only the length of the run may change.
+            config = dataclasses.replace(
+                saved, epochs=config.epochs, resume=config.resume, time_limit=config.time_limit
             )
-    if ddp.world > 1:
-        dist.barrier()
-    return best_val
+            run_dir = Path(config.resume)
+            run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+        else:
+            run_dir = Path(config.output) if config.output else default_run_dir(config)
+        self.config, self.run_dir = config, run_dir
+        # Everything a user can get wrong (device, environment arguments, data files) fails before the run
+        # directory is touched, so a failed start creates, overwrites or deletes nothing.
+        device = resolve_device(config.device)
+        if ddp.world > 1:
+            if config.batch_size % ddp.world:
+                raise UserError(f"--batch-size {config.batch_size} must be a multiple of the {ddp.world} processes")
+            if device.type == "cuda":
+                device = torch.device("cuda", ddp.local_rank)
+                torch.cuda.set_device(device)
+        self.device = device
+        self.env_kwargs = env_kwargs_for(config)
+        self.val_kwargs = {**self.env_kwargs, "split": "validation"}
+        train_env = GlimpseVectorEnv(
+            config.batch_size // ddp.world * config.mc_samples,
+            device=device,
+            mc_samples=config.mc_samples,
+            autoreset=False,
+            **{**self.env_kwargs, "split": "train"},
+        )
+        if ddp.is_main:
+            if state is None:
+                prepare_run_dir(run_dir, overwrite=config.overwrite)
+            else:  # temporary files of a checkpoint write that was killed (SIGKILL, power loss) before its rename
+                for stale in run_dir.glob(".*.pt.*.tmp"):
+                    stale.unlink(missing_ok=True)
+                # An epoch logged after the checkpoint was written is run again: keep history.jsonl in step with it.
+                (run_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+        if ddp.world > 1:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        set_seed(config.seed)
+        self.model = build_model(train_env, config).to(device)
+        self.agent = DistributedDataParallel(self.model) if ddp.world > 1 else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
+        self.global_step, self.history, self.best_val, elapsed = 0, [], math.inf, 0.0
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.global_step, self.history = state["global_step"], state["history"]
+            self.best_val, elapsed = state["best_val"], state["wall_time"]
+        self.steps_per_epoch = math.ceil((config.epoch_images or len(train_env.task.data)) / config.batch_size)
+        self.runner = EpisodeRunner(train_env, start=False)  # restarted with the update's seed before each batch
+        self.noise = torch.Generator(device=device)
+        self.writer = None
+        if ddp.is_main:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.global_step if state else None)
+            self.writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
+        self.start = time.perf_counter() - elapsed  # the run's wall clock, counting earlier sessions
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``epochs`` (or the time limit, or SIGINT); returns the summary (also in ``summary.json``)."""
+        config, ddp = self.config, self.ddp
+        total_steps = config.epochs * self.steps_per_epoch
+        checkpoint_every = config.checkpoint_every or self.steps_per_epoch
+        deadline = None if config.time_limit is None else self.start + 60 * config.time_limit
+        stop_reason = None
+        bar = tqdm(
+            total=total_steps,
+            initial=self.global_step,
+            disable=not (self.progress and ddp.is_main),
+            unit="update",
+            smoothing=0.05,
+        )
+        with _Interrupt() as interrupt:
+            while self.global_step < total_steps:
+                stats, traj = self._update()
+                bar.update(1)
+                if self.writer is not None and self.global_step % 50 == 0:
+                    _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
+                    bar.set_postfix(loss=f"{stats['losses/total']:.3f}", acc=f"{stats['charts/accuracy']:.3f}")
+                if self.global_step % self.steps_per_epoch == 0:
+                    self._end_of_epoch()
+                elif self.global_step % checkpoint_every == 0 and ddp.is_main:
+                    self._checkpoint()
+                late = deadline is not None and time.perf_counter() > deadline
+                if ddp.any(interrupt.requested or late, self.device):
+                    stop_reason = "interrupted" if interrupt.requested else "time limit"
+                    if ddp.is_main:
+                        self._checkpoint()
+                    break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        summary = {
+            "run_dir": str(self.run_dir),
+            "epochs": self.global_step // self.steps_per_epoch,
+            "steps": self.global_step,
+            "wall_time": round(time.perf_counter() - self.start, 2),
+            "best_val_error_mean_location": self.best_val,
+            "stopped": stop_reason,
+            "device": str(self.device),
+            "processes": ddp.world,
+        }
+        if ddp.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if ddp.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        if stop_reason == "interrupted":
+            raise TrainingInterrupted(self.run_dir / "last.pt")
+        return summary
+
+    def _update(self) -> tuple[dict[str, torch.Tensor], Any]:
+        """One update: a fresh batch seeded by (seed, update, rank), the hybrid loss, a clipped Adam step."""
+        config, rank = self.config, self.ddp.rank
+        self.model.train()
+        self.runner.restart(seed=_update_seed(config.seed, self.global_step, rank, 0))
+        self.noise.manual_seed(_update_seed(config.seed, self.global_step, rank, 1))
+        traj = self.agent(self.runner, generator=self.noise)
+        loss, stats = hybrid_loss(traj)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.global_step += 1
+        return stats, traj
+
+    def _checkpoint(self, *, best: bool = False) -> None:
+        payload = {
+            "algo": "ram",
+            "env_id": self.config.env,
+            "env_kwargs": self.env_kwargs,
+            "config": dataclasses.asdict(self.config),
+            "model_args": self.model.model_args(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.global_step // self.steps_per_epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "wall_time": time.perf_counter() - self.start,
+            "best_val": self.best_val,
+        }
+        if best:
+            save_checkpoint(payload, self.run_dir / "best.pt")
+        save_checkpoint(payload, self.run_dir / "last.pt")
+
+    def _end_of_epoch(self) -> None:
+        """Validate (process 0), log, and write last.pt (and best.pt on a new best)."""
+        if self.ddp.is_main:
+            config = self.config
+            train_time = time.perf_counter() - self.start
+            result = evaluate_model(
+                self.model, self.val_kwargs, device=self.device, mc_samples=config.eval_mc_samples, seed=config.seed
+            )
+            record = {
+                "epoch": self.global_step // self.steps_per_epoch,
+                "step": self.global_step,
+                "images": self.global_step * config.batch_size,
+                "wall_time": round(time.perf_counter() - self.start, 2),
+                "train_time": round(train_time, 2),
+                "val_error_sampled": result.error_sampled,
+                "val_error_mean_location": result.error_mean_location,
+                "val_error_monte_carlo": result.error_monte_carlo,
+            }
+            self.history.append(record)
+            for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
+                self.writer.add_scalar(f"eval/{key}", record[key], self.global_step)
+            with open(self.run_dir / "history.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            improved = result.error_mean_location < self.best_val
+            self.best_val = min(self.best_val, result.error_mean_location)
+            self._checkpoint(best=improved)
+            if self.progress:
+                tqdm.write(
+                    f"epoch {record['epoch']}: val error {result.error_mean_location:.2f}% (mean locations), "
+                    f"{result.error_sampled:.2f}% (sampled), {record['wall_time'] / 60:.1f} min"
+                )
+        if self.ddp.world > 1:
+            dist.barrier()
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``)."""
+    return RAMTrainer(config, progress=progress).run()
 
 
 def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float, step: int) -> None:

@@ -71,13 +71,19 @@ class SensorSpec:
         return (self.num_scales, channels, self.glimpse_size, self.glimpse_size)
 
 
+_FAR = 1e9
+
+
 def patch_start(location: np.ndarray | torch.Tensor, extent: int, patch: int):
     """First pixel index of a ``patch``-wide window centred on normalised ``location`` along an axis of ``extent``.
 
     Works on numpy arrays and torch tensors alike (float64 in, integer-valued float64 out).
     """
-    lib = torch if isinstance(location, torch.Tensor) else np
-    return lib.floor((location + 1.0) * 0.5 * extent - patch * 0.5 + 0.5)
+    # Locations are clamped to +-1e9 first: every patch there reads only zeros, as it does anywhere farther out, and
+    # the arithmetic cannot overflow (numpy's int() of inf, torch's undefined float -> long of values beyond 2**63).
+    if isinstance(location, torch.Tensor):
+        return torch.floor((location.clamp(-_FAR, _FAR) + 1.0) * 0.5 * extent - patch * 0.5 + 0.5)
+    return np.floor((np.clip(location, -_FAR, _FAR) + 1.0) * 0.5 * extent - patch * 0.5 + 0.5)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
@@ -198,4 +204,9 @@ def glimpse_torch(
     """
     spec = SensorSpec(glimpse_size, num_scales, scale)
     pixel_scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
-    return glimpse_from_integral(integral_image(images), locations, spec, pixel_scale=pixel_scale)
+    out = glimpse_from_integral(integral_image(images), locations, spec, pixel_scale=pixel_scale)
+    if images.dtype != torch.uint8 and images.numel():
+        # Block sums of a float table are differences of float64 running sums, which can round a block of zeros to
+        # -1e-13 or so; a block mean (zeros outside the image) lies between min(0, image min) and max(0, image max).
+        out = out.clamp_(min(0.0, float(images.min())), max(0.0, float(images.max())))
+    return out
