@@ -84,3 +84,24 @@ def save_episode_gif(result: EvaluationResult, task: Task, index: int, path: Pat
     ]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=600, loop=0)
     return path
+
+
+def plot_training_curve(histories: dict[str, list[dict]], path: Path, *, title: str = "") -> Path:
+    """Validation error (mean locations, log scale) against wall-clock minutes, one line per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, history in histories.items():
+        minutes = [r["wall_time"] / 60 for r in history]
+        ax.plot(minutes, [r["val_error_mean_location"] for r in history], marker=".", label=label)
+    for level in (2.0, 1.0):
+        ax.axhline(level, color="grey", lw=0.6, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("wall time (minutes, training + per-epoch validation)")
+    ax.set_ylabel("validation error, % (mean locations)")
+    ax.set_title(title)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
