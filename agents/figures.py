@@ -58,7 +58,7 @@ def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, i in zip(axes.ravel(), chosen):
+    for ax, i in zip(axes.ravel(), chosen, strict=False):  # more axes than images
         picture = draw_episode(canvas_of(task, int(i)), result.locations[i], task.config.sensor, min_side=128)
         ax.imshow(picture)
         pred = result.predictions_mean_location[i]

@@ -134,7 +134,8 @@ def main() -> None:
         row["fraction_of_floor"] = row["images_per_s"] / floor
         rows.append(row)
         print(
-            f"batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s ({row['episodes_per_s']:.0f} episodes/s), "
+            f"batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
+            f"({row['episodes_per_s']:.0f} episodes/s), "
             f"{row['ms_per_update']:.2f} ms/update, env {100 * row['env_share']:.0f} %, "
             f"{row['flops_per_image'] / 1e6:.1f} MFLOP/episode, floor {floor:.0f} images/s "
             f"-> {100 * row['fraction_of_floor']:.0f} % of it"

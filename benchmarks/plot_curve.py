@@ -22,7 +22,7 @@ def main() -> None:
     labels = args.labels or [run.name for run in args.runs]
     histories = {
         label: [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
-        for label, run in zip(labels, args.runs)
+        for label, run in zip(labels, args.runs, strict=True)
     }
     plot_training_curve(histories, args.out, title=args.title)
     print(f"wrote {args.out}")
