@@ -17,9 +17,7 @@ _PALETTE = np.array(
 _LAST = np.array([255, 40, 40], dtype=np.uint8)
 
 
-def draw_episode(
-    canvas: np.ndarray, locations: np.ndarray, sensor: SensorSpec, *, min_side: int = 256
-) -> np.ndarray:
+def draw_episode(canvas: np.ndarray, locations: np.ndarray, sensor: SensorSpec, *, min_side: int = 256) -> np.ndarray:
     """RGB picture of an episode.
 
     :param canvas: ``(C, H, W)`` uint8, or float in [0, 1] (C = 1 or 3).
@@ -44,7 +42,7 @@ def draw_episode(
             y0 = int(patch_start(loc[1], height, p)) * f
             _rectangle(image, x0, y0, p * f, colour)
         centres.append(((loc[0] + 1) / 2 * width * f, (loc[1] + 1) / 2 * height * f))
-    for (xa, ya), (xb, yb) in zip(centres[:-1], centres[1:]):
+    for (xa, ya), (xb, yb) in zip(centres[:-1], centres[1:], strict=True):
         _line(image, xa, ya, xb, yb, np.array([255, 255, 0], dtype=np.uint8))
     return image
 

@@ -21,8 +21,8 @@ their info (``label``, ``index``, ``is_success``) in ``info["final_info"]``. No 
 canvas (``num_envs`` must be a multiple of ``M``); they differ in their initial locations and in the agent's actions.
 
 **Ordered passes.** For validation and test (or ``ordered=True``), ``reset()`` starts a pass at image 0 and each
-autoreset takes the next ``num_envs / M`` images of the split in order, wrapping around at the end; ``info["index"]`` tells which image each environment holds, so an
-evaluation that runs ``ceil(n / (num_envs / M))`` batches scores every image and can drop the wrapped repeats.
+autoreset takes the next ``num_envs / M`` images of the split in order, wrapping around at the end;
+``info["index"]`` tells which image each environment holds, so an evaluation that runs ``ceil(n / (num_envs / M))`` batches scores every image and can drop the wrapped repeats.
 
 **Seeding.** ``reset(seed=s)`` seeds one ``torch.Generator`` on the device, the only source of randomness: the same
 seed on the same device gives the same images, canvases and initial locations. (Streams differ between CPU and CUDA.)
@@ -146,7 +146,13 @@ class GlimpseVectorEnv(VectorEnv):
         correct = label == self.labels[self.index]
         done = torch.ones(n, dtype=torch.bool, device=self.device)
         if not self.autoreset:
-            return self._get_obs(), correct.to(torch.float32), done, truncated, {**self._get_info(), "is_success": correct}
+            return (
+                self._get_obs(),
+                correct.to(torch.float32),
+                done,
+                truncated,
+                {**self._get_info(), "is_success": correct},
+            )
         final_obs = self._get_obs()
         final_info = {**self._get_info(), "is_success": correct}
         self._new_episodes()
