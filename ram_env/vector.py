@@ -22,7 +22,8 @@ canvas (``num_envs`` must be a multiple of ``M``); they differ in their initial 
 
 **Ordered passes.** For validation and test (or ``ordered=True``), ``reset()`` starts a pass at image 0 and each
 autoreset takes the next ``num_envs / M`` images of the split in order, wrapping around at the end;
-``info["index"]`` tells which image each environment holds, so an evaluation that runs ``ceil(n / (num_envs / M))`` batches scores every image and can drop the wrapped repeats.
+``info["index"]`` tells which image each environment holds, so an evaluation that runs
+``ceil(n / (num_envs / M))`` batches scores every image and can drop the wrapped repeats.
 
 **Seeding.** ``reset(seed=s)`` seeds one ``torch.Generator`` on the device, the only source of randomness: the same
 seed on the same device gives the same images, canvases and initial locations. (Streams differ between CPU and CUDA.)
