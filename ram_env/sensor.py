@@ -177,12 +177,13 @@ def glimpse_from_integral(
     corner = torch.arange(g + 1, device=device) * steps[:, None]  # (k, g + 1)
     cols = (x0[:, :, None] + corner).clamp_(0, width)  # (B, k, g + 1)
     rows = (y0[:, :, None] + corner).clamp_(0, height)  # (B, k, g + 1)
-    index = rows[:, :, :, None] * width1 + cols[:, :, None, :]  # (B, k, g + 1, g + 1)
     row = torch.arange(batch, device=device) if table_row is None else table_row.to(device)
     plane = (row[:, None] * channels + torch.arange(channels, device=device)) * (height1 * width1)  # (B, C)
-    index = plane[:, :, None, None, None] + index[:, None]  # (B, C, k, g + 1, g + 1)
+    row_start = rows[:, None] * width1 + plane[:, :, None, None]  # (B, C, k, g + 1): flat index of each corner row
+    index = row_start[..., :, None] + cols[:, None, :, None, :]  # (B, C, k, g + 1, g + 1)
     corners = torch.take(table, index)  # (B, C, k, g + 1, g + 1); take is the fastest gather on CPU
-    sums = corners[..., 1:, 1:] - corners[..., :-1, 1:] - corners[..., 1:, :-1] + corners[..., :-1, :-1]
+    # Block sum S[y+1, x+1] - S[y+1, x] - S[y, x+1] + S[y, x] as two differences.
+    sums = corners.diff(dim=-1).diff(dim=-2)  # (B, C, k, g, g)
     # Divisor f^2 / pixel_scale formed in float64, then rounded once (255 f^2 exactly for uint8 tables), so a
     # full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2, giving glimpses of 1.0000001).
     area = (steps.to(torch.float64) ** 2 / pixel_scale).to(table.dtype).reshape(k, 1, 1)  # (k, 1, 1)
