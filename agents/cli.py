@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from agents.config import UserError
+from agents.config import TrainingInterrupted, UserError
 from ram_env.datasets import DatasetError
 
 EXIT_USER_ERROR = 2
@@ -25,25 +25,13 @@ def run_cli(job: Callable[[], None]) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise
+    except TrainingInterrupted as err:  # checkpointed on SIGINT/SIGTERM; the message says how to resume
+        print(str(err), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as err:
-        # Training stopped on SIGINT/SIGTERM after checkpointing: its message says how to resume. The class is looked
-        # up lazily so that this module does not import torch.
-        if _is_training_interrupted(err):
-            print(str(err), file=sys.stderr)
-            return EXIT_INTERRUPTED
-        raise
     return 0
-
-
-def _is_training_interrupted(err: BaseException) -> bool:
-    for module in ("agents.trainer", "agents.sb3"):
-        cls = getattr(sys.modules.get(module), "TrainingInterrupted", None)
-        if isinstance(cls, type) and isinstance(err, cls):
-            return True
-    return False
 
 
 def _raised_by_project(err: BaseException) -> bool:

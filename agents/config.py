@@ -16,6 +16,14 @@ class UserError(Exception):
     """A mistake the user can fix (bad flag, unknown preset, unusable checkpoint or output directory)."""
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the message says how to resume."""
+
+    def __init__(self, checkpoint) -> None:
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}; continue with --resume {checkpoint}")
+        self.checkpoint = checkpoint
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in the table below
     return field(default=default, metadata={"help": help, **kw})
 
@@ -47,6 +55,11 @@ class TrainConfig:
     lr_decay: float = _f(0.97, "learning rate factor applied every --lr-decay-steps updates")
     lr_decay_steps: int = _f(1000, "updates between learning-rate decays")
     max_grad_norm: float = _f(5.0, "gradient clipping norm")
+    precision: str = _f(
+        "fp32",
+        "fp32, or bf16: the rollout's matrix products in bfloat16 (torch.autocast; weights and optimizer stay fp32)",
+        choices=("fp32", "bf16"),
+    )
     epoch_images: int | None = _f(None, "images per epoch (default: the whole training split)")
     eval_mc_samples: int = _f(1, "Monte Carlo samples for the per-epoch validation (evaluate.py uses 10)")
     # Agent (agents.ram.RAMConfig)

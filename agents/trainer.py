@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import ram_env  # noqa: F401 - registers the environment ids
 from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, UserError, parse_env_args
+from agents.config import TrainConfig, TrainingInterrupted, UserError, parse_env_args
 from agents.evaluation import evaluate_model
 from agents.ram import RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, hybrid_loss
@@ -167,14 +167,6 @@ class _Dist:
 def _update_seed(seed: int, step: int, rank: int, stream: int) -> int:
     """Seed of update ``step``: the batch of every update is a function of (seed, step, rank) alone."""
     return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1)[0])
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
-
-    def __init__(self, checkpoint: Path):
-        super().__init__(f"interrupted; checkpoint written to {checkpoint}; continue with --resume {checkpoint}")
-        self.checkpoint = checkpoint
 
 
 class RAMTrainer:
@@ -322,7 +314,8 @@ class RAMTrainer:
         self.model.train()
         self.runner.restart(seed=_update_seed(config.seed, self.global_step, rank, 0))
         self.noise.manual_seed(_update_seed(config.seed, self.global_step, rank, 1))
-        traj = self.agent(self.runner, generator=self.noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            traj = self.agent(self.runner, generator=self.noise)
         loss, stats = hybrid_loss(traj)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -58,9 +58,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(
-    fn: Callable[[], object], device: torch.device, repeats: int = 7, min_time: float = 0.05
-) -> float:
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 7, min_time: float = 0.05) -> float:
     """Median seconds of one call of ``fn`` (each sample loops until ``min_time`` has passed)."""
     fn()
     _sync(device)
@@ -81,9 +79,7 @@ def time_call(
 
 def bench_vector(env_id: str, num_envs: int, steps: int, device: torch.device) -> float:
     """Env steps per second of the vector env (``num_envs`` * vector steps / s), whole episodes only."""
-    envs = gym.make_vec(
-        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=str(device)
-    )
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=str(device))
     glimpses = envs.config.glimpses
     steps = max(glimpses, math.ceil(steps / glimpses) * glimpses)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -184,17 +180,11 @@ def bench_memory(env_id: str, device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--env", default="RAM/ClutteredMNIST60-v0", help="registered id (ram_env: prefix optional)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=60, help="vector steps timed per size (rounded to episodes)"
-    )
+    parser.add_argument("--env", default="RAM/ClutteredMNIST60-v0", help="registered id (ram_env: prefix optional)")
+    parser.add_argument("--steps", type=int, default=60, help="vector steps timed per size (rounded to episodes)")
     parser.add_argument("--device", default="cpu", help="torch device of the vector env and the sensor")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -246,9 +236,7 @@ def main() -> None:
     print("\nmemory (VmRSS), N = 8192 vector env")
     loaded = memory["rss_before_mib"] - memory["rss_start_mib"]
     print(f"  start           {memory['rss_start_mib']:8.1f} MiB")
-    print(
-        f"  data loaded     {memory['rss_before_mib']:8.1f} MiB (+{loaded:.1f}: numpy split + its torch copy)"
-    )
+    print(f"  data loaded     {memory['rss_before_mib']:8.1f} MiB (+{loaded:.1f}: numpy split + its torch copy)")
     grown = memory["rss_created_mib"] - memory["rss_before_mib"]
     print(f"  after creation  {memory['rss_created_mib']:8.1f} MiB (+{grown:.1f})")
     print(

@@ -188,9 +188,7 @@ def compose_torch(images: torch.Tensor, layout: Layout, spec: CanvasSpec) -> tor
         rows = y[..., None] + torch.arange(ph, device=device)  # (B, P, ph)
         cols = x[..., None] + torch.arange(pw, device=device)  # (B, P, pw)
         target = (
-            chan_base[:, None, :, None, None]
-            + rows[:, :, None, :, None] * side_w
-            + cols[:, :, None, None, :]
+            chan_base[:, None, :, None, None] + rows[:, :, None, :, None] * side_w + cols[:, :, None, None, :]
         )  # (B, P, C, ph, pw)
         canvas.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(torch.float32))
 

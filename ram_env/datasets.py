@@ -255,8 +255,7 @@ def download_file(url: str, dest: Path, md5: str) -> Path:
                     out.write(chunk)
         if h.hexdigest() != md5.lower():
             raise DatasetError(
-                f"checksum mismatch for {url}: md5 {h.hexdigest()}, expected {md5} "
-                "(corrupt or incomplete download)"
+                f"checksum mismatch for {url}: md5 {h.hexdigest()}, expected {md5} (corrupt or incomplete download)"
             )
         os.replace(tmp, dest)
     except BaseException as e:
@@ -305,9 +304,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "too long"
-        raise DatasetError(
-            f"IDX file {path} is {what}: {len(data)} bytes, expected {expected} for dims {dims}. {hint}"
-        )
+        raise DatasetError(f"IDX file {path} is {what}: {len(data)} bytes, expected {expected} for dims {dims}. {hint}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -346,9 +343,7 @@ def _download_mnist(dest_dir: Path, missing: list[str]) -> None:
             raise DatasetError(f"could not download {fname} from any mirror:\n  " + "\n  ".join(errors))
 
 
-def _load_idx_set(
-    name: str, dirs: list[Path], n_classes: int | None, download_dir: Path | None
-) -> tuple[dict, int]:
+def _load_idx_set(name: str, dirs: list[Path], n_classes: int | None, download_dir: Path | None) -> tuple[dict, int]:
     """Load an MNIST-like IDX set from the first directory holding all four files."""
     report = []
     files: dict[str, Path] | None = None
@@ -383,9 +378,7 @@ def _load_idx_set(
         if images.ndim != 3 or labels.ndim != 1:
             raise DatasetError(f"{name}: {pi} must hold images (3 dims) and {pl} labels (1 dim)")
         if images.shape[0] != labels.shape[0]:
-            raise DatasetError(
-                f"{name}: {pi} has {images.shape[0]} images but {pl} has {labels.shape[0]} labels"
-            )
+            raise DatasetError(f"{name}: {pi} has {images.shape[0]} images but {pl} has {labels.shape[0]} labels")
         if name == "mnist" and images.shape[1:] != (28, 28):
             raise DatasetError(f"mnist: {pi} has images of size {images.shape[1:]}, expected 28x28")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
@@ -424,8 +417,7 @@ def _omniglot_npz(d: Path) -> tuple[list[np.ndarray], int]:
             raise DatasetError(f"omniglot: cannot read {path} (corrupt or truncated?): {e}") from e
         if images.dtype != np.bool_ or images.ndim != 4 or images.shape[1] != _OMNIGLOT_DRAWERS:
             raise DatasetError(
-                f"omniglot: {path} 'images' must be (n_chars, 20, H, W) bool, got "
-                f"{images.shape} {images.dtype}"
+                f"omniglot: {path} 'images' must be (n_chars, 20, H, W) bool, got {images.shape} {images.dtype}"
             )
         expected = np.broadcast_to(np.arange(images.shape[0])[:, None], images.shape[:2])
         if labels.shape != images.shape[:2] or not np.array_equal(labels, expected):

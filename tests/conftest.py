@@ -58,9 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("requires_mnist") and not has_mnist():
-        pytest.skip(
-            "real MNIST not found: set RAM_DATA_DIR to a directory holding mnist/ with the four IDX files"
-        )
+        pytest.skip("real MNIST not found: set RAM_DATA_DIR to a directory holding mnist/ with the four IDX files")
     if item.get_closest_marker("requires_omniglot") and not has_omniglot():
         pytest.skip("real Omniglot not found: set RAM_DATA_DIR to a directory holding omniglot/*.npz")
 
@@ -106,9 +104,7 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_marks(env_id: str) -> list:
     """The skip markers an id needs (its data set)."""
     dataset = ram_env.BENCHMARKS[env_id.removeprefix("ram_env:")]["dataset"]
-    return {"mnist": [pytest.mark.requires_mnist], "omniglot": [pytest.mark.requires_omniglot]}.get(
-        dataset, []
-    )
+    return {"mnist": [pytest.mark.requires_mnist], "omniglot": [pytest.mark.requires_omniglot]}.get(dataset, [])
 
 
 #: every registered id, as pytest params carrying their data skip markers.

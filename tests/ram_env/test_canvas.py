@@ -26,9 +26,7 @@ def _layout(index, position, source, offset, place) -> Layout:
     source = np.asarray(source, dtype=np.int64).reshape(1, -1)  # (1, P)
     offset = np.asarray(offset, dtype=np.int64).reshape(1, -1, 2)  # (1, P, 2)
     place = np.asarray(place, dtype=np.int64).reshape(1, -1, 2)  # (1, P, 2)
-    return Layout(
-        np.asarray(index, dtype=np.int64), np.asarray(position, dtype=np.int64), source, offset, place
-    )
+    return Layout(np.asarray(index, dtype=np.int64), np.asarray(position, dtype=np.int64), source, offset, place)
 
 
 def _both(images: np.ndarray, layout: Layout, spec: CanvasSpec) -> np.ndarray:
@@ -119,17 +117,11 @@ def test_positions_keep_every_piece_inside_the_canvas(backend):
     if backend == "numpy":
         layout = sample_layout_numpy(np.random.default_rng(2), index, 10, (h, w), spec)
     else:
-        layout = sample_layout_torch(
-            torch.Generator().manual_seed(2), torch.from_numpy(index), 10, (h, w), spec
-        )
-    pos, off, place = (
-        np.asarray(v) for v in (layout.position, layout.clutter_offset, layout.clutter_position)
-    )
+        layout = sample_layout_torch(torch.Generator().manual_seed(2), torch.from_numpy(index), 10, (h, w), spec)
+    pos, off, place = (np.asarray(v) for v in (layout.position, layout.clutter_offset, layout.clutter_position))
     # (x, y) order: x ranges over the width, y over the height; every position in range is reached.
     assert set(pos[:, 0]) == set(range(side - w + 1)) and set(pos[:, 1]) == set(range(side - h + 1))
-    assert set(off[..., 0].ravel()) == set(range(w - c + 1)) and set(off[..., 1].ravel()) == set(
-        range(h - c + 1)
-    )
+    assert set(off[..., 0].ravel()) == set(range(w - c + 1)) and set(off[..., 1].ravel()) == set(range(h - c + 1))
     assert set(place[..., 0].ravel()) == set(range(side - c + 1))
     assert set(place[..., 1].ravel()) == set(range(side - c + 1))
 

@@ -20,9 +20,7 @@ from PIL import Image
 from ram_env import datasets as D
 
 REAL = os.environ.get("RAM_DATA_DIR")
-needs_real = pytest.mark.skipif(
-    not REAL, reason="RAM_DATA_DIR is not set: real MNIST/Omniglot files are not available"
-)
+needs_real = pytest.mark.skipif(not REAL, reason="RAM_DATA_DIR is not set: real MNIST/Omniglot files are not available")
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +87,7 @@ def test_mnist_real():
     assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert D.load_dataset("mnist", "train") is train  # cached
     # data_dir may be the folder holding the files or its parent
-    assert (
-        D.load_dataset("mnist", "test", data_dir=Path(REAL) / "mnist").labels.tolist() == test.labels.tolist()
-    )
+    assert D.load_dataset("mnist", "test", data_dir=Path(REAL) / "mnist").labels.tolist() == test.labels.tolist()
 
 
 def test_mnist_missing_no_download(tmp_path, monkeypatch):
@@ -183,9 +179,7 @@ class _FakeResponse(io.BytesIO):
 
 
 def _serve(monkeypatch, data: bytes, fail_after: int | None = None) -> None:
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda request, timeout=None: _FakeResponse(data, fail_after)
-    )
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: _FakeResponse(data, fail_after))
 
 
 def test_download_file_ok(tmp_path, monkeypatch):
@@ -334,9 +328,7 @@ def _write_cifar(folder: Path, per_batch: int = 10) -> dict[str, tuple[np.ndarra
 def test_cifar10(tmp_path, monkeypatch):
     _no_env(monkeypatch, tmp_path)
     batches = _write_cifar(tmp_path / "c" / "cifar-10-batches-py")
-    train, val, test = (
-        D.load_dataset("cifar10", s, data_dir=tmp_path / "c", download=False) for s in D.SPLITS
-    )
+    train, val, test = (D.load_dataset("cifar10", s, data_dir=tmp_path / "c", download=False) for s in D.SPLITS)
     assert (len(train), len(val), len(test)) == (45, 5, 10)
     assert train.images.shape == (45, 3, 32, 32) and train.n_classes == 10
     assert (train.images[:10, 0] == 200).all() and (train.images[:, 1] == 100).all()
@@ -415,6 +407,4 @@ def test_tiny():
         assert ds.images.shape[1:] == (1, 16, 16) and ds.images.dtype == np.uint8
         assert ds.n_classes == 4 and set(ds.labels.tolist()) == {0, 1, 2, 3}
         assert (ds.images.reshape(len(ds), -1).max(axis=1) >= 128).all()
-    assert not np.array_equal(
-        D.load_dataset("tiny", "validation").images, D.load_dataset("tiny", "test").images
-    )
+    assert not np.array_equal(D.load_dataset("tiny", "validation").images, D.load_dataset("tiny", "test").images)

@@ -67,9 +67,7 @@ def _rollout(env: gym.Env, seed: int, episodes: int) -> list:
 def test_gymnasium_check_env_without_warnings(registered_id, action_form, env_kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning is expected from gymnasium's checker
-        env = _make(
-            registered_id, action_form=action_form, render_mode="rgb_array", **env_kwargs(registered_id)
-        )
+        env = _make(registered_id, action_form=action_form, render_mode="rgb_array", **env_kwargs(registered_id))
         check_env(env.unwrapped)
         # gym.make's own passive checker and order enforcing wrap a short rollout too
         env.reset(seed=0)

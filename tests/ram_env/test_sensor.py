@@ -52,9 +52,7 @@ def test_centre_of_4x4_two_scales():
 
 
 def test_x_is_columns_and_y_is_rows():
-    image = (10 * np.arange(6)[:, None] + np.arange(6)[None, :]).astype(np.float32)[
-        None
-    ]  # value = 10 row + col
+    image = (10 * np.arange(6)[:, None] + np.arange(6)[None, :]).astype(np.float32)[None]  # value = 10 row + col
     # x = 0 -> columns 2, 3; y = -2/3 -> centre at row 1 -> rows 0, 1.
     np.testing.assert_array_equal(_glimpse(image, 0.0, -2.0 / 3.0, g=2)[0, 0], [[2, 3], [12, 13]])
     np.testing.assert_array_equal(_glimpse(image, -2.0 / 3.0, 0.0, g=2)[0, 0], [[20, 21], [30, 31]])
@@ -63,9 +61,7 @@ def test_x_is_columns_and_y_is_rows():
 def test_top_left_corner_reads_three_quarters_zero():
     image = (np.arange(16, dtype=np.float32) + 1).reshape(1, 4, 4)  # no zero pixels inside the image
     out = _glimpse(image, -1.0, -1.0, g=2, k=2)
-    np.testing.assert_array_equal(
-        out[0, 0], [[0, 0], [0, 1]]
-    )  # window rows/cols -1..0: only pixel (0, 0) inside
+    np.testing.assert_array_equal(out[0, 0], [[0, 0], [0, 1]])  # window rows/cols -1..0: only pixel (0, 0) inside
     np.testing.assert_array_equal(out[1, 0], [[0, 0], [0, 3.5]])  # window -2..1: one block (1+2+5+6)/4 inside
 
 
@@ -121,9 +117,7 @@ def test_numpy_matches_pixelwise_reference(g, k, s):
     rng = np.random.default_rng(g * 100 + k * 10 + s)
     image = rng.integers(0, 256, size=(2, 7, 9), dtype=np.uint8)  # odd, non-square
     for loc in [*CORNERS, *rng.uniform(-1.5, 1.5, size=(10, 2))]:
-        np.testing.assert_allclose(
-            _glimpse(image, *loc, g=g, k=k, s=s), _reference(image, loc, g, k, s), atol=1e-6
-        )
+        np.testing.assert_allclose(_glimpse(image, *loc, g=g, k=k, s=s), _reference(image, loc, g, k, s), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- numpy vs torch agreement
@@ -140,12 +134,8 @@ def test_torch_matches_numpy(dtype, channels, g, k, s, size):
         images = rng.integers(0, 256, size=(batch, channels, height, width), dtype=np.uint8)
     else:
         images = rng.random((batch, channels, height, width), dtype=np.float32)
-    locations = np.concatenate([np.array(CORNERS), rng.uniform(-1.5, 1.5, size=(batch - 4, 2))]).astype(
-        np.float32
-    )
-    got = glimpse_torch(
-        torch.from_numpy(images), torch.from_numpy(locations), glimpse_size=g, num_scales=k, scale=s
-    )
+    locations = np.concatenate([np.array(CORNERS), rng.uniform(-1.5, 1.5, size=(batch - 4, 2))]).astype(np.float32)
+    got = glimpse_torch(torch.from_numpy(images), torch.from_numpy(locations), glimpse_size=g, num_scales=k, scale=s)
     assert got.shape == (batch, k, channels, g, g) and got.dtype == torch.float32
     want = np.stack(
         [glimpse_numpy(images[b], locations[b], glimpse_size=g, num_scales=k, scale=s) for b in range(batch)]

@@ -43,9 +43,7 @@ def _run(env: GlimpseVectorEnv, seed: int, episodes: int, action_seed: int = 0) 
     """Every glimpse, location, reward and index of ``episodes`` rounds of episodes (autoresets included)."""
     rng = np.random.default_rng(action_seed)
     obs, info = env.reset(seed=seed)
-    record = [
-        {"glimpse": obs["glimpse"].cpu(), "location": obs["location"].cpu(), "index": info["index"].cpu()}
-    ]
+    record = [{"glimpse": obs["glimpse"].cpu(), "location": obs["location"].cpu(), "index": info["index"].cpu()}]
     for _ in range(episodes * env.config.glimpses):
         obs, reward, terminated, truncated, info = env.step(_actions(rng, env.num_envs, env.task.n_classes))
         step = {"glimpse": obs["glimpse"].cpu(), "location": obs["location"].cpu(), "reward": reward.cpu()}
@@ -146,9 +144,7 @@ def _check_equivalence(env_id: str, device: str, num_envs: int = 5, episodes: in
     single = gym.make(f"ram_env:{env_id}", **kwargs)
     glimpses = envs.config.glimpses
     rng = np.random.default_rng(0)
-    actions = [
-        [_actions(rng, num_envs, envs.task.n_classes) for _ in range(glimpses)] for _ in range(episodes)
-    ]
+    actions = [[_actions(rng, num_envs, envs.task.n_classes) for _ in range(glimpses)] for _ in range(episodes)]
     # vector: per round of episodes, the glimpses at t = 0 .. glimpses - 1 and the final (repeated) one
     rounds = []
     obs, info = envs.reset(seed=0)
@@ -185,9 +181,7 @@ def test_vector_matches_single_env_on_the_test_split(env_id, device):
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_vector_matches_single_env_tiny_cluttered(device):
-    _check_equivalence(
-        "RAM/MNIST-v0", device, num_envs=7, episodes=3, **TINY, canvas_size=30, clutter_pieces=3
-    )
+    _check_equivalence("RAM/MNIST-v0", device, num_envs=7, episodes=3, **TINY, canvas_size=30, clutter_pieces=3)
 
 
 def test_vector_matches_single_env_cifar_rgb(env_kwargs):
@@ -197,9 +191,7 @@ def test_vector_matches_single_env_cifar_rgb(env_kwargs):
 # ---------------------------------------------------------------------------------------------------- seeding
 
 
-@pytest.mark.parametrize(
-    "kwargs", [dict(**TINY), dict(**TINY, canvas_size=24, clutter_pieces=2, clutter_size=4)]
-)
+@pytest.mark.parametrize("kwargs", [dict(**TINY), dict(**TINY, canvas_size=24, clutter_pieces=2, clutter_size=4)])
 def test_same_seed_same_observations_different_seed_differs(kwargs):
     a = _run(_tiny_vec(num_envs=6, **kwargs), seed=5, episodes=3)
     b = _run(_tiny_vec(num_envs=6, **kwargs), seed=5, episodes=3)
@@ -269,9 +261,7 @@ def test_ordered_pass_with_mc_samples_covers_every_index_once():
 def _owned_tensor_bytes(env: GlimpseVectorEnv) -> int:
     """Bytes of the tensors the env holds apart from the shared data set."""
     shared = {env.images.data_ptr(), env.labels.data_ptr()}
-    return sum(
-        v.nbytes for v in vars(env).values() if isinstance(v, torch.Tensor) and v.data_ptr() not in shared
-    )
+    return sum(v.nbytes for v in vars(env).values() if isinstance(v, torch.Tensor) and v.data_ptr() not in shared)
 
 
 def test_large_batch_shares_the_data_set():

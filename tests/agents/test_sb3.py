@@ -1,0 +1,259 @@
+"""stable-baselines3 integration: the single env and the history wrapper pass SB3's checker, the VecEnv adapter
+follows SB3's protocol, every listed algorithm trains, saves, resumes and evaluates through the entry points, the
+hybrid-loss RecurrentPPO's classifier learns, and the README's plain-SB3 snippet runs."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.env_checker import check_env
+
+import agents.sb3
+import evaluate
+import train_agent
+from agents.checkpoint import load_checkpoint
+from ram_env.sb3 import SB3VecEnvAdapter, make_sb3_vec_env
+from ram_env.task import Task, TaskConfig
+from ram_env.vector import GlimpseVectorEnv
+from ram_env.wrappers import GlimpseHistory
+
+TINY = dict(dataset="tiny", glimpses=3, glimpse_size=4, num_scales=2)
+# (T, k, C, g, g) glimpses and (T, 2) locations, by design: GlimpseFeaturesExtractor reads them.
+EXPECTED_WARNINGS = [(UserWarning, r"Your observation (glimpse|glimpses|locations) has an unconventional shape")]
+
+
+def _checked(env: gym.Env) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for category, message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        check_env(env, warn=True)
+
+
+# ------------------------------------------------------------------------------------------------ single env
+
+
+@pytest.mark.parametrize("action_form", ["box", "grid"])
+def test_sb3_check_env_single_env(action_form):
+    _checked(gym.make("ram_env:RAM/MNIST-v0", action_form=action_form, **TINY).unwrapped)
+
+
+@pytest.mark.parametrize("action_form", ["box", "grid"])
+def test_sb3_check_env_history_wrapper(action_form):
+    env = GlimpseHistory(gym.make("ram_env:RAM/MNIST-v0", action_form=action_form, **TINY).unwrapped)
+    _checked(env)
+    obs, _ = env.reset(seed=0)
+    assert obs["glimpses"].shape == (3, 2, 1, 4, 4) and obs["locations"].shape == (3, 2)
+    assert not obs["glimpses"][1:].any() and not obs["locations"][1:].any()  # future slots are zero
+    for t in (1, 2):
+        obs, *_ = env.step(env.action_space.sample())
+        assert int(obs["t"]) == t and obs["locations"][t].any()
+
+
+# ------------------------------------------------------------------------------------------------ adapter
+
+
+@pytest.mark.parametrize("observation_form", ["glimpse", "history"])
+@pytest.mark.parametrize("action_form", ["box", "grid"])
+def test_adapter_follows_the_vecenv_protocol(action_form, observation_form):
+    venv = make_sb3_vec_env(n_envs=5, action_form=action_form, observation_form=observation_form, **TINY)
+    assert venv.num_envs == 5 and venv.get_attr("render_mode") == [None] * 5
+    assert venv.env_is_wrapped(gym.Wrapper) == [False] * 5
+    venv.seed(3)
+    obs = venv.reset()
+    assert venv.observation_space.contains({k: v[0] for k, v in obs.items()})
+    for key, space in venv.observation_space.spaces.items():
+        assert obs[key].shape == (5, *space.shape)
+    for t in range(TINY["glimpses"]):
+        actions = np.stack([venv.action_space.sample() for _ in range(5)])
+        obs, rewards, dones, infos = venv.step(actions)
+        assert rewards.shape == (5,) and rewards.dtype == np.float32 and dones.dtype == bool
+        assert len(infos) == 5 and all("label" in info for info in infos)
+        last = t == TINY["glimpses"] - 1
+        assert dones.all() == last and not (dones.any() and not last)
+    for info, reward in zip(infos, rewards, strict=True):
+        assert info["is_success"] == bool(reward) and info["TimeLimit.truncated"] is False
+        terminal = info["terminal_observation"]
+        assert venv.observation_space.contains(terminal)
+        assert int(terminal["t"]) == TINY["glimpses"] - 1
+    assert (obs["t"] == 0).all()  # the next episodes have begun (SB3's autoreset)
+    if observation_form == "history":
+        assert terminal["locations"].any(axis=1).all()  # every slot filled at the end
+        assert not obs["locations"][:, 1:].any()  # new episodes start with empty history
+
+
+def test_adapter_is_reproducible_and_refuses_the_dict_form():
+    def first_obs(seed):
+        venv = make_sb3_vec_env(n_envs=4, action_form="grid", **TINY)
+        venv.seed(seed)
+        return venv.reset()
+
+    a, b, c = first_obs(7), first_obs(7), first_obs(8)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and not np.array_equal(a["location"], c["location"])
+    with pytest.raises(ValueError, match="action_form 'box' or 'grid'"):
+        SB3VecEnvAdapter(GlimpseVectorEnv(2, **TINY))
+
+
+def test_features_extractor_masks_future_glimpses():
+    venv = make_sb3_vec_env(n_envs=2, action_form="grid", observation_form="history", **TINY)
+    extractor = agents.sb3.GlimpseFeaturesExtractor(venv.observation_space, glimpse_hidden=8, glimpse_out=6)
+    obs = venv.reset()
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    tensors = preprocess_obs({k: torch.as_tensor(v) for k, v in obs.items()}, venv.observation_space)
+    features = extractor(tensors)  # (2, T * 6 + T)
+    assert features.shape == (2, 3 * 6 + 3) == (2, extractor.features_dim)
+    assert not features[:, 6:18].any()  # slots 1 and 2 not taken yet
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+ALGOS = ["ppo", "a2c", "sac", "td3", "recurrentppo", "auxppo"]
+
+
+@pytest.fixture
+def quick_eval(monkeypatch):
+    """Score only the first 200 test images (the whole MNIST test split takes seconds per algorithm)."""
+    monkeypatch.setattr(
+        agents.sb3, "evaluate_sb3_checkpoint", functools.partial(agents.sb3.evaluate_sb3_checkpoint, max_images=200)
+    )
+
+
+@pytest.mark.requires_mnist
+@pytest.mark.parametrize("algo", ALGOS)
+def test_algorithm_trains_saves_and_evaluates(algo, tmp_path, quick_eval, capsys):
+    run = tmp_path / "run"
+    flags = ["--algo", algo.upper(), "--total-timesteps", "256", "--n-envs", "8", "--glimpses", "2", "--seed", "3"]
+    assert train_agent.main([*flags, "--output", str(run), "--device", "cpu"]) == 0
+    payload = torch.load(run / "last.pt", weights_only=True)
+    spec = agents.sb3.ALGORITHMS[algo]
+    assert payload["algo"] == algo and payload["env_id"] == "RAM/MNIST-v0"
+    assert payload["env_kwargs"]["action_form"] == spec.action_form and payload["env_kwargs"]["glimpses"] == 2
+    assert payload["observation_form"] == spec.observation_form
+    assert payload["sb3_model"].dtype == torch.uint8 and payload["num_timesteps"] >= 256
+    assert (run / "best.pt").is_file() and (run / "tb").is_dir()
+    report_path = tmp_path / "report.json"
+    assert evaluate.main([str(run), "--mc-samples", "2", "--json", str(report_path), "--device", "cpu"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["algo"] == algo and report["episodes"] == 200 and report["mc_samples"] == 2
+    for key in ("error_sampled", "error_mean_location", "error_monte_carlo"):
+        assert 0.0 <= report[key] <= 100.0
+    # An occupied output directory is refused.
+    assert train_agent.main([*flags, "--output", str(run), "--device", "cpu"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.requires_mnist
+def test_resume_continues_the_run(tmp_path):
+    run = tmp_path / "run"
+    flags = ["--algo", "ppo", "--n-envs", "8", "--glimpses", "2", "--device", "cpu"]
+    assert train_agent.main([*flags, "--total-timesteps", "128", "--output", str(run)]) == 0
+    first = load_checkpoint(run)["num_timesteps"]
+    assert train_agent.main([*flags, "--total-timesteps", "400", "--resume", str(run / "last.pt")]) == 0
+    resumed = load_checkpoint(run)
+    assert first < 400 <= resumed["num_timesteps"]
+    assert agents.sb3.load_sb3_model(resumed).num_timesteps == resumed["num_timesteps"]
+    assert train_agent.main(["--algo", "a2c", "--resume", str(run)]) == 2  # wrong algorithm
+
+
+def test_unknown_algorithm_lists_the_valid_names(capsys):
+    assert train_agent.main(["--algo", "dqn-nope", "--total-timesteps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown algorithm" in err and all(name in err for name in ALGOS)
+
+
+def test_evaluation_is_deterministic_and_scores_every_image(tmp_path):
+    """A tiny-data run: the whole test split (64 images) is scored once, and twice gives the same numbers."""
+    venv = make_sb3_vec_env(n_envs=4, action_form="grid", observation_form="history", **TINY)
+    model = agents.sb3.ALGORITHMS["ppo"].load_class()(
+        "MultiInputPolicy",
+        venv,
+        n_steps=6,
+        batch_size=12,
+        policy_kwargs={"features_extractor_class": agents.sb3.GlimpseFeaturesExtractor},
+    )
+    model.learn(48)
+    payload = {
+        "algo": "ppo",
+        "env_id": "RAM/MNIST-v0",
+        "env_kwargs": {**TINY, "action_form": "grid"},
+        "observation_form": "history",
+        "config": {},
+        "sb3_model": agents.sb3.model_to_tensor(model),
+    }
+    first, report = agents.sb3.evaluate_sb3_checkpoint(payload, split="test", mc_samples=3, batch_images=20)
+    second, _ = agents.sb3.evaluate_sb3_checkpoint(payload, split="test", mc_samples=3, batch_images=20)
+    assert first.images == 64 and first.locations.shape == (64, 3, 2) and report["episodes"] == 64
+    assert np.array_equal(first.labels, Task(TaskConfig(**TINY, split="test")).data.labels)
+    assert first.error_sampled == second.error_sampled and np.array_equal(first.locations, second.locations)
+
+
+# ------------------------------------------------------------------------------------------------ hybrid loss
+
+
+class _RecordAux(agents.sb3.BaseCallback):
+    def __init__(self):
+        super().__init__()
+        self.history: list[tuple[float, float]] = []
+
+    def _on_rollout_start(self) -> None:  # right after the previous update
+        if hasattr(self.model, "last_aux_cross_entropy"):
+            self.history.append((self.model.last_aux_cross_entropy, self.model.last_aux_accuracy))
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@pytest.mark.requires_mnist
+def test_auxiliary_cross_entropy_trains_the_classifier():
+    venv = make_sb3_vec_env(n_envs=64, action_form="grid", observation_form="glimpse", glimpses=6)
+    model = agents.sb3.AuxiliaryRecurrentPPO(
+        "MultiInputLstmPolicy",
+        venv,
+        n_steps=6,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=1e-3,
+        seed=0,
+        policy_kwargs={"features_extractor_class": agents.sb3.GlimpseFeaturesExtractor},
+    )
+    record = _RecordAux()
+    model.learn(12_000, callback=record)
+    history = record.history
+    assert len(history) >= 5
+    first_ce, _ = history[0]
+    last_ce = np.mean([ce for ce, _ in history[-3:]])
+    last_acc = np.mean([acc for _, acc in history[-3:]])
+    assert first_ce > 2.0 and math.isfinite(last_ce)  # ~ln(10) untrained
+    assert last_ce < first_ce - 0.05 and last_acc > 0.15, history  # chance is 0.1
+
+
+# ------------------------------------------------------------------------------------------------ README snippet
+
+README_SNIPPET = """
+from stable_baselines3 import PPO
+
+from agents.sb3 import GlimpseFeaturesExtractor
+from ram_env.sb3 import make_sb3_vec_env
+
+venv = make_sb3_vec_env("RAM/MNIST-v0", n_envs=16, action_form="grid", observation_form="history")
+model = PPO("MultiInputPolicy", venv, n_steps=24, batch_size=96,
+            policy_kwargs=dict(features_extractor_class=GlimpseFeaturesExtractor))
+model.learn(total_timesteps=2_000)
+obs = venv.reset()
+actions, _ = model.predict(obs, deterministic=True)  # (16, 3): grid x, grid y, class
+"""
+
+
+@pytest.mark.requires_mnist
+def test_readme_snippet_runs():
+    namespace: dict = {}
+    exec(compile(README_SNIPPET, "README snippet", "exec"), namespace)
+    assert namespace["actions"].shape == (16, 3)
