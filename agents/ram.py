@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -182,6 +183,53 @@ class RecurrentAttentionModel(nn.Module):
 
     def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         return self.core.initial_state(batch, device)
+
+    #: Action form :meth:`predict` answers in: ``"box"`` (location, then class probabilities) or ``"grid"``.
+    predict_action_form: str = "box"
+    #: Cells per axis when :attr:`predict_action_form` is ``"grid"``.
+    predict_grid_size: int = 9
+
+    @torch.no_grad()
+    def predict(
+        self,
+        observation: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """stable-baselines3's policy interface, so ``evaluate_policy(model, venv)`` can score the agent.
+
+        :param observation: a batch of glimpse observations (numpy dict: ``glimpse`` (n, k, C, g, g), ``location``
+            (n, 2)), e.g. from :class:`ram_env.sb3.SB3VecEnvAdapter` with ``observation_form="glimpse"``.
+        :param state: the core state returned by the previous call (``None`` at the start).
+        :param episode_start: ``(n,)`` bool; the core state of these environments is reset.
+        :param deterministic: next location at the policy's mean instead of a sample.
+        :return: actions in :attr:`predict_action_form` (every step names a class; the environment reads it at the
+            last glimpse) and the new core state.
+        """
+        device = next(self.parameters()).device
+        glimpse = torch.as_tensor(np.asarray(observation["glimpse"]), dtype=torch.float32, device=device)
+        location = torch.as_tensor(np.asarray(observation["location"]), dtype=torch.float32, device=device)
+        n = glimpse.shape[0]
+        if state is None:
+            core_state = self.initial_state(n, device)
+        else:
+            core_state = tuple(torch.as_tensor(s, dtype=torch.float32, device=device) for s in state)
+        if episode_start is not None:
+            keep = ~torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=device)
+            core_state = tuple(s * keep[:, None] for s in core_state)
+        h_t, core_state = self.step(glimpse, location, core_state)
+        l_next = self.location_net(h_t)
+        if not deterministic:
+            l_next = l_next + self.config.location_std * torch.randn_like(l_next)
+        l_next = l_next.clamp(-1.0, 1.0)
+        probs = torch.softmax(self.classify(h_t), dim=1)  # (n, n_classes), inside the box's [-1, 1]
+        if self.predict_action_form == "grid":
+            cells = torch.round((l_next + 1.0) / 2.0 * (self.predict_grid_size - 1)).long()
+            action = torch.cat([cells, probs.argmax(dim=1, keepdim=True)], dim=1)  # (n, 3)
+        else:
+            action = torch.cat([l_next, probs], dim=1)  # (n, 2 + n_classes)
+        return action.cpu().numpy(), tuple(s.cpu().numpy() for s in core_state)
 
     def forward(self, runner, *, deterministic: bool = False, generator: torch.Generator | None = None):
         """Run one batch of episodes against ``runner``'s environment (:func:`agents.rollout.rollout`).

@@ -8,9 +8,10 @@ Usage::
 
 One training update is exactly what ``train_agent.py`` does (agents.trainer): reseed and reset the vector env, one
 rollout with gradients, the hybrid loss, backward, gradient clipping, a fused Adam step. The environment's share is
-timed by running the same resets and steps with the same batch and no network. The compute floor is the model's
-FLOPs per training image (forward multiply-adds x 2, times 3 for forward + backward) over the peak rate of a large
-float32 matrix product measured in the same run on the same device.
+timed by running the same resets and steps with the same batch and no network. ``--precision bf16`` runs the
+rollout under ``torch.autocast(bfloat16)`` as ``train_agent.py --precision bf16`` does. The compute floor is the
+model's FLOPs per training image (forward multiply-adds x 2, times 3 for forward + backward) over the peak rate of a
+large float32 matrix product measured in the same run on the same device.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def flops_per_image(model, glimpses: int) -> float:
     return 3 * 2 * macs * glimpses
 
 
-def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float) -> dict:
+def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float, precision: str = "fp32") -> dict:
     config = resolve_config({"env": env_id, "batch_size": batch, "mc_samples": mc, "device": str(device)})
     env = GlimpseVectorEnv(batch * mc, device=device, mc_samples=mc, autoreset=False, **env_kwargs_for(config))
     model = build_model(env, config).to(device)
@@ -64,7 +65,9 @@ def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float
 
     def update(step: int) -> None:
         runner.restart(seed=step)
-        loss, _ = hybrid_loss(model(runner, generator=noise))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            traj = model(runner, generator=noise)
+        loss, _ = hybrid_loss(traj)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -96,6 +99,7 @@ def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float
     return {
         "batch": batch,
         "mc_samples": mc,
+        "precision": precision,
         "images_per_s": batch / t_update,
         "episodes_per_s": batch * mc / t_update,
         "ms_per_update": 1e3 * t_update,
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--mc", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -127,14 +132,14 @@ def main() -> None:
     header["matmul_peak_gflops"] = peak
     print(json.dumps(header))
     rows = []
-    for mc in args.mc:
-        row = bench(args.env, args.batch, mc, device, args.seconds)
+    for precision, mc in ((p, m) for p in args.precision for m in args.mc):
+        row = bench(args.env, args.batch, mc, device, args.seconds, precision)
         floor = peak * 1e9 / row["flops_per_image"] / mc  # images/s if every FLOP ran at the matmul peak
         row["compute_floor_images_per_s"] = floor
         row["fraction_of_floor"] = row["images_per_s"] / floor
         rows.append(row)
         print(
-            f"batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
+            f"{precision} batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
             f"({row['episodes_per_s']:.0f} episodes/s), "
             f"{row['ms_per_update']:.2f} ms/update, env {100 * row['env_share']:.0f} %, "
             f"{row['flops_per_image'] / 1e6:.1f} MFLOP/episode, floor {floor:.0f} images/s "
