@@ -159,13 +159,14 @@ class AuxiliaryRecurrentPPO(RecurrentPPO):
     Registered as ``--algo auxppo``. Needs the ``grid`` action form and a ``Dict`` observation.
 
     :param aux_coef: weight of the cross-entropy term.
-    :param aux_epochs: passes over each rollout in the auxiliary phase.
+    :param aux_epochs: passes over each rollout in the auxiliary phase (default: ``n_epochs``, so the classifier gets
+        as many gradient steps as the policy).
     """
 
-    def __init__(self, *args: Any, aux_coef: float = 1.0, aux_epochs: int = 1, **kwargs: Any):
+    def __init__(self, *args: Any, aux_coef: float = 1.0, aux_epochs: int | None = None, **kwargs: Any):
         self.aux_coef = aux_coef
-        self.aux_epochs = aux_epochs
         super().__init__(*args, **kwargs)
+        self.aux_epochs = self.n_epochs if aux_epochs is None else aux_epochs
 
     def _setup_model(self) -> None:
         super()._setup_model()
