@@ -60,6 +60,7 @@ class ActionForm:
         :return: ``location`` float64 ``(B, 2)`` and ``label`` long ``(B,)`` on ``device``; ``B = 1`` for one action.
         """
         lead = (batch,) if batch is not None else (1,)
+        scores = cells = None
         if self.name == "dict":
             if not isinstance(action, dict) or set(action) != {"location", "label"}:
                 raise ValueError(
@@ -69,27 +70,41 @@ class ActionForm:
             label = _tensor(action["label"], device, torch.long, "label", lead)
         elif self.name == "box":
             flat = _tensor(action, device, torch.float64, "action", lead + (2 + self.n_classes,))
-            location = flat[:, :2]
-            _check_finite(flat[:, 2:], "class scores")
-            label = flat[:, 2:].argmax(dim=1)
+            location, scores = flat[:, :2], flat[:, 2:]
+            label = scores.argmax(dim=1)
         else:
             cells = _tensor(action, device, torch.long, "action", lead + (3,))
-            bounds = torch.tensor([self.grid_size, self.grid_size, self.n_classes], device=cells.device)
-            if bool(((cells < 0) | (cells >= bounds)).any()):
-                raise ValueError(
-                    f"a 'grid' action must lie in [0, {self.grid_size}) x [0, {self.grid_size}) x "
-                    f"[0, {self.n_classes}), got {_first(cells)}"
-                )
             location = -1.0 + 2.0 * cells[:, :2].to(torch.float64) / (self.grid_size - 1)
             label = cells[:, 2]
+        # One reduction and one device sync for the common, valid case; the messages are worked out only on failure.
+        ok = torch.isfinite(location).all() & (location.abs() <= 1.0 + _TOLERANCE).all()
+        ok &= ((label >= 0) & (label < self.n_classes)).all()
+        if scores is not None:
+            ok &= torch.isfinite(scores).all()
+        if cells is not None:
+            ok &= ((cells >= 0) & (cells < self._grid_bounds(cells.device))).all()
+        if not bool(ok):
+            self._raise_invalid(location, label, scores, cells)
+        return location.clamp(-1.0, 1.0), label
+
+    def _grid_bounds(self, device) -> torch.Tensor:
+        return torch.tensor([self.grid_size, self.grid_size, self.n_classes], device=device)
+
+    def _raise_invalid(self, location, label, scores, cells) -> None:
+        """Raise the ``ValueError`` that names the first problem of an invalid action."""
+        if scores is not None:
+            _check_finite(scores, "class scores")
+        if cells is not None and bool(((cells < 0) | (cells >= self._grid_bounds(cells.device))).any()):
+            raise ValueError(
+                f"a 'grid' action must lie in [0, {self.grid_size}) x [0, {self.grid_size}) x "
+                f"[0, {self.n_classes}), got {_first(cells)}"
+            )
         _check_finite(location, "location")
         if bool((location.abs() > 1.0 + _TOLERANCE).any()):
             raise ValueError(
                 f"location must lie in [-1, 1]^2, got {_first(location)}; clip the action to the action space"
             )
-        if bool(((label < 0) | (label >= self.n_classes)).any()):
-            raise ValueError(f"label must lie in [0, {self.n_classes}), got {_first(label)}")
-        return location.clamp(-1.0, 1.0), label
+        raise ValueError(f"label must lie in [0, {self.n_classes}), got {_first(label)}")
 
 
 def _describe(value) -> str:
