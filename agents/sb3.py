@@ -51,7 +51,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecMonitor
 from torch import nn
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, UserError
 from agents.evaluation import EvaluationResult, make_report
 from ram_env.sb3 import SB3VecEnvAdapter
@@ -366,21 +366,21 @@ def train_sb3(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     Writes ``config.json``, ``last.pt`` (after every evaluation and at the end), ``best.pt`` (highest validation
     success rate of the deterministic policy), TensorBoard logs in ``tb/`` and ``summary.json`` in the run directory.
     """
-    from agents.trainer import default_run_dir, env_kwargs_for, prepare_run_dir, resolve_device, set_seed
+    from agents.trainer import (
+        default_run_dir,
+        env_kwargs_for,
+        load_resume_state,
+        prepare_run_dir,
+        resolve_device,
+        set_seed,
+    )
 
     name, spec = algorithm_spec(config.algo)
     state: dict[str, Any] | None = None
     if config.resume is not None:
-        state = load_checkpoint(config.resume)
-        if state["algo"] != name:
-            raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
-        saved = TrainConfig(**state["config"])
-        if config.env != saved.env and config.env != TrainConfig.env:
-            raise UserError(f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume")
+        state, saved, run_dir = load_resume_state(config, name)
         # The saved run's settings win; only the length of the run may change.
         config = dataclasses.replace(saved, total_timesteps=config.total_timesteps, resume=config.resume)
-        run_dir = Path(config.resume)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
         env_kwargs = dict(state["env_kwargs"])
     else:
         run_dir = Path(config.output) if config.output else default_run_dir(config)
@@ -500,7 +500,8 @@ def evaluate_sb3_checkpoint(
     _, spec = algorithm_spec(payload["algo"])
     form = payload.get("observation_form", spec.observation_form)
     env_kwargs = {**payload["env_kwargs"], "split": split, "ordered": True}
-    n_data = len(Task(TaskConfig.from_kwargs(**env_kwargs)).data)
+    task = Task(TaskConfig.from_kwargs(**env_kwargs))
+    n_data, n_classes = len(task.data), task.n_classes
     n = min(n_data, max_images) if max_images else n_data
     batch = min(batch_images, n)
     model = load_sb3_model(payload, device=device)
@@ -529,14 +530,10 @@ def evaluate_sb3_checkpoint(
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        n_classes = None
         labels = np.zeros(n, dtype=np.int64)
-        votes: np.ndarray | None = None
+        votes = np.zeros((n, n_classes), dtype=np.int64)
         wrong, seen = 0, np.zeros(n, dtype=bool)
         for index, truth, pred, _ in ordered_pass(mc_samples, deterministic=False):
-            if votes is None:
-                n_classes = Task(TaskConfig.from_kwargs(**env_kwargs)).n_classes
-                votes = np.zeros((n, n_classes), dtype=np.int64)
             first = (index < n) & ~seen[np.minimum(index, n - 1)]  # drop wrapped repeats and images past max_images
             idx = index[first]
             np.add.at(votes, (idx, pred[first]), 1)

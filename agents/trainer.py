@@ -103,6 +103,21 @@ def prepare_run_dir(path: Path, *, overwrite: bool) -> Path:
     return path
 
 
+def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], TrainConfig, Path]:
+    """Load the checkpoint named by ``--resume`` and check it fits ``--algo`` and ``--env``.
+
+    :return: the checkpoint, the run's saved config and its run directory.
+    """
+    state = load_checkpoint(config.resume)
+    if state["algo"] != algo:
+        raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
+    saved = TrainConfig(**state["config"])
+    if config.env != saved.env and config.env != TrainConfig.env:
+        raise UserError(f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume")
+    run_dir = Path(config.resume)
+    return state, saved, run_dir if run_dir.is_dir() else run_dir.parent
+
+
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Staircase decay: ``lr_decay ** (step // lr_decay_steps)``."""
     return config.lr_decay ** (step // config.lr_decay_steps)
@@ -183,22 +198,11 @@ class RAMTrainer:
         self.progress = progress
         state: dict[str, Any] | None = None
         if config.resume is not None:
-            state = load_checkpoint(config.resume)
-            if state["algo"] != "ram":
-                raise UserError(
-                    f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}"
-                )
-            saved = TrainConfig(**state["config"])
-            if config.env != saved.env and config.env != TrainConfig.env:
-                raise UserError(
-                    f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume"
-                )
+            state, saved, run_dir = load_resume_state(config, "ram")
             # The saved run's settings win; only the length of the run may change.
             config = dataclasses.replace(
                 saved, epochs=config.epochs, resume=config.resume, time_limit=config.time_limit
             )
-            run_dir = Path(config.resume)
-            run_dir = run_dir if run_dir.is_dir() else run_dir.parent
         else:
             run_dir = Path(config.output) if config.output else default_run_dir(config)
         self.config, self.run_dir = config, run_dir
