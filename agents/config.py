@@ -86,6 +86,8 @@ class TrainConfig:
         for name in positive + ("hidden_size", "glimpse_hidden", "glimpse_out", "n_envs"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
         for name in ("learning_rate", "location_std", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise UserError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")

@@ -20,6 +20,7 @@ import torch
 
 from agents.ram import RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, rollout
+from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
 from ram_env.vector import GlimpseVectorEnv
 
@@ -75,7 +76,8 @@ def evaluate_model(
 
     :param env_kwargs: :class:`~ram_env.task.TaskConfig` fields (``split`` should be validation or test).
     :param batch_images: distinct images per batch of episodes.
-    :param seed: seeds the initial locations and the location noise, so a score is repeatable.
+    :param seed: the evaluation's seed; the initial locations and the location noise draw from two independent
+        streams derived from it (:func:`ram_env.seeding.stream_seed`), so a score is repeatable.
     """
     was_training = model.training
     model.eval()
@@ -92,8 +94,9 @@ def evaluate_model(
         prob_sum = torch.zeros(n, n_classes, device=device)
         wrong = torch.zeros(n, device=device)
         seen = torch.zeros(n, dtype=torch.bool, device=device)
-        generator.manual_seed(seed)
-        for traj in _ordered_pass(model, sampled_env, deterministic=False, seed=seed, generator=generator):
+        env_seed = stream_seed(seed, "eval/env")  # the same initial locations in both passes
+        generator.manual_seed(stream_seed(seed, "eval/noise"))
+        for traj in _ordered_pass(model, sampled_env, deterministic=False, seed=env_seed, generator=generator):
             first = ~seen[traj.index]  # (N,) envs whose image is not scored yet (drops wrapped repeats)
             idx = traj.index[first]
             prob_sum.index_add_(0, idx, torch.softmax(traj.logits[first], dim=1))
@@ -103,7 +106,7 @@ def evaluate_model(
         pred_mean = torch.zeros(n, dtype=torch.long, device=device)
         paths = torch.zeros(n, mean_env.config.glimpses, 2, device=device)
         seen_mean = torch.zeros(n, dtype=torch.bool, device=device)
-        for traj in _ordered_pass(model, mean_env, deterministic=True, seed=seed, generator=generator):
+        for traj in _ordered_pass(model, mean_env, deterministic=True, seed=env_seed, generator=generator):
             first = ~seen_mean[traj.index]
             pred_mean[traj.index[first]] = traj.logits[first].argmax(1)
             paths[traj.index[first]] = traj.locations[first]

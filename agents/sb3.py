@@ -55,6 +55,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, UserError
 from agents.evaluation import EvaluationResult, make_report
 from ram_env.sb3 import SB3VecEnvAdapter
+from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
 from ram_env.vector import GlimpseVectorEnv
 
@@ -391,7 +392,7 @@ def train_sb3(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     train_env = VecMonitor(
         make_adapter({**env_kwargs, "split": "train"}, config.n_envs, spec.observation_form, device=device)
     )
-    train_env.seed(config.seed)
+    train_env.seed(stream_seed(config.seed, "sb3/env"))
     val_kwargs = {**env_kwargs, "split": "validation", "ordered": True}
     val_images = min(1000, len(Task(TaskConfig.from_kwargs(**val_kwargs)).data))
     eval_env = VecMonitor(make_adapter(val_kwargs, val_images, spec.observation_form, device=device))
@@ -510,7 +511,7 @@ def evaluate_sb3_checkpoint(
     def ordered_pass(m: int, deterministic: bool):
         """Yield ``(index, true labels, predicted labels, locations (N, T, 2))`` for each batch of episodes."""
         venv = make_adapter(env_kwargs, batch * m, form, device=device, mc_samples=m)
-        venv.seed(seed)
+        venv.seed(stream_seed(seed, "eval/env"))
         obs = venv.reset()
         env, steps = venv.env, venv.env.config.glimpses
         for _ in range(math.ceil(n / batch)):
@@ -529,7 +530,7 @@ def evaluate_sb3_checkpoint(
     # SB3 samples actions from torch's global generator: seed it (in a fork, leaving the caller's state alone).
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(seed, "eval/policy"))
         labels = np.zeros(n, dtype=np.int64)
         votes = np.zeros((n, n_classes), dtype=np.int64)
         wrong, seen = 0, np.zeros(n, dtype=bool)

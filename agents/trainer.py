@@ -39,6 +39,7 @@ from agents.config import TrainConfig, TrainingInterrupted, UserError, parse_env
 from agents.evaluation import evaluate_model
 from agents.ram import RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, hybrid_loss
+from ram_env.seeding import stream_seed
 from ram_env.task import TaskConfig
 from ram_env.vector import GlimpseVectorEnv
 
@@ -179,11 +180,6 @@ class _Dist:
         return bool(t.item() > 0)
 
 
-def _update_seed(seed: int, step: int, rank: int, stream: int) -> int:
-    """Seed of update ``step``: the batch of every update is a function of (seed, step, rank) alone."""
-    return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1)[0])
-
-
 class RAMTrainer:
     """One training run of the RAM agent: set up in ``__init__`` (nothing on disk changes if that fails), then
     :meth:`run`.
@@ -316,8 +312,9 @@ class RAMTrainer:
         """One update: a fresh batch seeded by (seed, update, rank), the hybrid loss, a clipped Adam step."""
         config, rank = self.config, self.ddp.rank
         self.model.train()
-        self.runner.restart(seed=_update_seed(config.seed, self.global_step, rank, 0))
-        self.noise.manual_seed(_update_seed(config.seed, self.global_step, rank, 1))
+        # The batch of every update is a function of (seed, update, rank) alone: exact resume at any update.
+        self.runner.restart(seed=stream_seed(config.seed, "train/env", self.global_step, rank))
+        self.noise.manual_seed(stream_seed(config.seed, "train/noise", self.global_step, rank))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             traj = self.agent(self.runner, generator=self.noise)
         loss, stats = hybrid_loss(traj)
