@@ -9,7 +9,6 @@ writes ``confusion.png``, ``glimpses.png`` (glimpse paths on sample images) and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         from agents.checkpoint import load_checkpoint
         from agents.config import UserError
         from agents.evaluation import evaluate_checkpoint
-        from agents.trainer import resolve_device
+        from agents.runs import resolve_device, write_json
 
         if args.mc_samples < 1:
             raise UserError(f"--mc-samples must be >= 1, got {args.mc_samples}")
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  error, Monte Carlo (M = {result.mc_samples:2d}):   {result.error_monte_carlo:6.2f} %")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            write_json(args.json, report)
         if args.plot:
             from agents.figures import plot_confusion, plot_glimpse_grid, save_episode_gif
             from ram_env.task import Task, TaskConfig

@@ -2,7 +2,7 @@
 
     python train_agent.py --preset mnist-6g
     python train_agent.py --env RAM/ClutteredMNIST60-v0 --glimpses 8 --epochs 50 --device cuda
-    python train_agent.py --resume runs/<run>/last.pt
+    python train_agent.py --resume runs/<run>          # the run's own settings; flags given here override them
 
 ``--algo ram`` (default) trains the paper's agent (agents.trainer); any other name is a stable-baselines3 or
 sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag.
@@ -16,21 +16,24 @@ from agents.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.config import parse_args
+    from agents.runs import config_from_command_line, is_main_process, stop_on_signals
 
     def job() -> None:
-        config = parse_args(argv)
+        config = config_from_command_line(argv)
         if config is None:
             return
-        if config.algo == "ram":
-            from agents.trainer import train
+        # SIGINT/SIGTERM: checkpoint at the next update and exit 130 (handlers live here, never in library code).
+        with stop_on_signals() as stop:
+            if config.algo == "ram":
+                from agents.trainer import train
 
-            summary = train(config)
-        else:
-            from agents.sb3 import train_sb3
+                summary = train(config, stop=stop)
+            else:
+                from agents.sb3 import train_sb3
 
-            summary = train_sb3(config)
-        print(f"run finished: {summary}")
+                summary = train_sb3(config, stop=stop)
+        if is_main_process():
+            print(f"run finished: {summary}")
 
     return run_cli(job)
 

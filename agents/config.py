@@ -1,6 +1,8 @@
 """Training configuration: one dataclass, presets for every row of the paper's tables, and the command line.
 
-Precedence: the dataclass defaults, then the preset, then the flags given on the command line.
+Precedence: the dataclass defaults, then the preset, then the flags given on the command line. A resumed run starts
+from its saved configuration instead, and only the flags given on the command line change it
+(``agents.runs.resume_config``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class TrainConfig:
     epochs: int = _f(100, "passes over the training split")
     resume: str | None = _f(None, "continue the run of this checkpoint (a .pt file or a run directory)")
     overwrite: bool = _f(False, "allow writing into an output directory that holds another run")
-    time_limit: float | None = _f(None, "stop after this many minutes of training (checkpoints are kept)")
+    time_limit: float | None = _f(
+        None, "stop after this many minutes of training in this invocation (validates and checkpoints first)"
+    )
     checkpoint_every: int | None = _f(None, "updates between last.pt checkpoints (default: once per epoch)")
     # Environment
     glimpses: int | None = _f(None, "glimpses per episode (default: the env's / the preset's)")
@@ -179,12 +183,16 @@ def resolve_config(explicit: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig | None:
-    """The command line as a :class:`TrainConfig` (``None`` after ``--list-presets``)."""
+def parse_command_line(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """The flags given on the command line, by field name (``None`` after ``--list-presets``).
+
+    Only the flags the user typed are in the dict: :func:`resolve_config` fills in the preset and the defaults, and
+    ``agents.runs.resume_config`` the resumed run's saved settings.
+    """
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     if args.pop("list_presets", False):
         for name, values in PRESETS.items():
             print(f"{name:18s} " + " ".join(f"{k}={v}" for k, v in values.items()))
         return None
-    return resolve_config(args)
+    return args

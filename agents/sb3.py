@@ -33,8 +33,8 @@ import dataclasses
 import importlib
 import importlib.util
 import io
-import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +52,19 @@ from stable_baselines3.common.vec_env import VecMonitor
 from torch import nn
 
 from agents.checkpoint import save_checkpoint
-from agents.config import TrainConfig, UserError
+from agents.config import TrainConfig, TrainingInterrupted, UserError
 from agents.evaluation import EvaluationResult, make_report
+from agents.runs import (
+    RunLock,
+    StopFlag,
+    default_run_dir,
+    env_kwargs_for,
+    load_resume_state,
+    prepare_run_dir,
+    resolve_device,
+    set_seed,
+    write_json,
+)
 from ram_env.sb3 import SB3VecEnvAdapter
 from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
@@ -361,27 +372,32 @@ class _TqdmProgress(BaseCallback):
         self._bar.close()
 
 
-def train_sb3(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+class _StopWhenRequested(BaseCallback):
+    """Ends ``learn`` at the next environment step once the :class:`~agents.runs.StopFlag` is set."""
+
+    def __init__(self, stop: StopFlag):
+        super().__init__()
+        self._stop = stop
+
+    def _on_step(self) -> bool:
+        return not self._stop.requested
+
+
+def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
     """Train (or resume) an SB3 / sb3-contrib algorithm; returns the summary (also in ``summary.json``).
 
     Writes ``config.json``, ``last.pt`` (after every evaluation and at the end), ``best.pt`` (highest validation
     success rate of the deterministic policy), TensorBoard logs in ``tb/`` and ``summary.json`` in the run directory.
-    """
-    from agents.trainer import (
-        default_run_dir,
-        env_kwargs_for,
-        load_resume_state,
-        prepare_run_dir,
-        resolve_device,
-        set_seed,
-    )
 
+    :param config: with ``config.resume`` set, the resumed run's configuration (``agents.runs.resume_config``).
+    :param stop: training ends (with ``last.pt`` written, raising :class:`TrainingInterrupted`) at the first
+        environment step after ``stop.requested`` turns true.
+    """
     name, spec = algorithm_spec(config.algo)
+    stop = stop or StopFlag()
     state: dict[str, Any] | None = None
     if config.resume is not None:
-        state, saved, run_dir = load_resume_state(config, name)
-        # The saved run's settings win; only the length of the run may change.
-        config = dataclasses.replace(saved, total_timesteps=config.total_timesteps, resume=config.resume)
+        state, run_dir = load_resume_state(config, name)
         env_kwargs = dict(state["env_kwargs"])
     else:
         run_dir = Path(config.output) if config.output else default_run_dir(config)
@@ -398,76 +414,93 @@ def train_sb3(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     eval_env = VecMonitor(make_adapter(val_kwargs, val_images, spec.observation_form, device=device))
     # Everything a user can get wrong (algorithm, device, environment arguments, data) has failed by now, before the
     # run directory is touched.
-    if state is None:
-        prepare_run_dir(run_dir, overwrite=config.overwrite)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    with RunLock(run_dir):  # a second live writer of this directory fails here
+        if state is None:
+            prepare_run_dir(run_dir, overwrite=config.overwrite)
+        write_json(run_dir / "config.json", dataclasses.asdict(config))
 
-    cls = spec.load_class()
-    tb_dir = str(run_dir / "tb")
-    if state is not None:
-        model = load_sb3_model(state, env=train_env, device=device, tensorboard_log=tb_dir)
-        best, elapsed = state.get("best_val_success", -math.inf), state.get("wall_time", 0.0)
-    else:
-        kwargs = algorithm_kwargs(spec, config, glimpses)
-        model = cls(
-            spec.policy, train_env, seed=config.seed, device=device, tensorboard_log=tb_dir, verbose=0, **kwargs
+        cls = spec.load_class()
+        tb_dir = str(run_dir / "tb")
+        if state is not None:
+            model = load_sb3_model(state, env=train_env, device=device, tensorboard_log=tb_dir)
+            best, elapsed = state.get("best_val_success", -math.inf), state.get("wall_time", 0.0)
+        else:
+            kwargs = algorithm_kwargs(spec, config, glimpses)
+            model = cls(
+                spec.policy, train_env, seed=config.seed, device=device, tensorboard_log=tb_dir, verbose=0, **kwargs
+            )
+            best, elapsed = -math.inf, 0.0
+        start = time.perf_counter()
+
+        def write(model, filename: str) -> None:
+            payload = {
+                "algo": name,
+                "env_id": config.env,
+                "env_kwargs": env_kwargs,
+                "observation_form": spec.observation_form,
+                "config": dataclasses.asdict(config),
+                "sb3_model": model_to_tensor(model),
+                "num_timesteps": int(model.num_timesteps),
+                "best_val_success": float(evaluation.best_mean_reward),
+                "wall_time": elapsed + time.perf_counter() - start,
+            }
+            save_checkpoint(payload, run_dir / filename)
+
+        # Rewards are 1 for a correct class and 0 otherwise, so the mean episode reward is the success rate.
+        evaluation = EvalCallback(
+            eval_env,
+            n_eval_episodes=val_images,
+            eval_freq=max(1, config.total_timesteps // (5 * config.n_envs)),
+            deterministic=True,
+            callback_on_new_best=_CheckpointWriter(write, "best.pt"),
+            callback_after_eval=_CheckpointWriter(write, "last.pt"),
+            verbose=0,
         )
-        best, elapsed = -math.inf, 0.0
-    start = time.perf_counter()
-
-    def write(model, filename: str) -> None:
-        payload = {
+        evaluation.best_mean_reward = best
+        callbacks: list[BaseCallback] = [evaluation, _StopWhenRequested(stop)]
+        use_rich = importlib.util.find_spec("rich") is not None
+        if progress and not use_rich:
+            callbacks.append(_TqdmProgress())
+        remaining = config.total_timesteps - model.num_timesteps
+        if remaining > 0:
+            model.learn(
+                remaining,
+                callback=CallbackList(callbacks),
+                tb_log_name=name,
+                reset_num_timesteps=state is None,
+                progress_bar=progress and use_rich,
+            )
+        write(model, "last.pt")
+        train_env.close()
+        eval_env.close()
+        if stop.requested:
+            raise TrainingInterrupted(run_dir / "last.pt")
+        if model.num_timesteps > config.total_timesteps:
+            # On-policy algorithms collect whole rollouts (n_steps x n_envs environment steps) before they stop.
+            print(
+                f"note: trained {model.num_timesteps} environment steps for --total-timesteps "
+                f"{config.total_timesteps}: {name} stops only after a whole rollout "
+                f"({_rollout_steps(model)} steps with --n-envs {config.n_envs})",
+                file=sys.stderr,
+            )
+        summary = {
+            "run_dir": str(run_dir),
             "algo": name,
-            "env_id": config.env,
-            "env_kwargs": env_kwargs,
+            "timesteps": int(model.num_timesteps),
+            "requested_timesteps": config.total_timesteps,
+            "wall_time": round(elapsed + time.perf_counter() - start, 2),
+            "best_val_success": None if math.isinf(evaluation.best_mean_reward) else evaluation.best_mean_reward,
+            "action_form": spec.action_form,
             "observation_form": spec.observation_form,
-            "config": dataclasses.asdict(config),
-            "sb3_model": model_to_tensor(model),
-            "num_timesteps": int(model.num_timesteps),
-            "best_val_success": float(evaluation.best_mean_reward),
-            "wall_time": elapsed + time.perf_counter() - start,
+            "device": str(device),
         }
-        save_checkpoint(payload, run_dir / filename)
+        write_json(run_dir / "summary.json", summary)
+        return summary
 
-    # Rewards are 1 for a correct class and 0 otherwise, so the mean episode reward is the success rate.
-    evaluation = EvalCallback(
-        eval_env,
-        n_eval_episodes=val_images,
-        eval_freq=max(1, config.total_timesteps // (5 * config.n_envs)),
-        deterministic=True,
-        callback_on_new_best=_CheckpointWriter(write, "best.pt"),
-        callback_after_eval=_CheckpointWriter(write, "last.pt"),
-        verbose=0,
-    )
-    evaluation.best_mean_reward = best
-    callbacks: list[BaseCallback] = [evaluation]
-    use_rich = importlib.util.find_spec("rich") is not None
-    if progress and not use_rich:
-        callbacks.append(_TqdmProgress())
-    remaining = config.total_timesteps - model.num_timesteps
-    if remaining > 0:
-        model.learn(
-            remaining,
-            callback=CallbackList(callbacks),
-            tb_log_name=name,
-            reset_num_timesteps=state is None,
-            progress_bar=progress and use_rich,
-        )
-    write(model, "last.pt")
-    train_env.close()
-    eval_env.close()
-    summary = {
-        "run_dir": str(run_dir),
-        "algo": name,
-        "timesteps": int(model.num_timesteps),
-        "wall_time": round(elapsed + time.perf_counter() - start, 2),
-        "best_val_success": None if math.isinf(evaluation.best_mean_reward) else evaluation.best_mean_reward,
-        "action_form": spec.action_form,
-        "observation_form": spec.observation_form,
-        "device": str(device),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+def _rollout_steps(model) -> int:
+    """Environment steps an algorithm takes between two checks of its budget."""
+    return int(getattr(model, "n_steps", 1) * model.n_envs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,106 +17,37 @@ import dataclasses
 import json
 import math
 import os
-import random
-import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import ram_env  # noqa: F401 - registers the environment ids
-from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, TrainingInterrupted, UserError, parse_env_args
+from agents.checkpoint import save_checkpoint
+from agents.config import TrainConfig, TrainingInterrupted, UserError
 from agents.evaluation import evaluate_model
 from agents.ram import RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, hybrid_loss
+from agents.runs import (
+    RunLock,
+    StopFlag,
+    default_run_dir,
+    env_kwargs_for,
+    finite,
+    load_resume_state,
+    prepare_run_dir,
+    provenance,
+    resolve_device,
+    set_seed,
+    write_json,
+)
 from ram_env.seeding import stream_seed
-from ram_env.task import TaskConfig
 from ram_env.vector import GlimpseVectorEnv
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. Resolved once, at the entry point."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (weight initialisation uses torch's)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global generator third-party code may use
-    torch.manual_seed(seed)
-
-
-def env_kwargs_for(config: TrainConfig) -> dict[str, Any]:
-    """The registered defaults of ``config.env`` with the run's overrides."""
-    try:
-        spec = gym.spec(config.env)
-    except gym.error.Error as err:
-        known = ", ".join(ram_env.BENCHMARKS)
-        raise UserError(f"unknown environment id {config.env!r} ({err}); registered ids: {known}") from None
-    kwargs = {**spec.kwargs, **parse_env_args(config.env_args)}
-    if config.glimpses is not None:
-        kwargs["glimpses"] = config.glimpses
-    kwargs.pop("split", None)  # the trainer picks the split
-    try:
-        TaskConfig.from_kwargs(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"bad environment arguments for {config.env}: {err}") from None
-    return kwargs
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    name = config.env.replace("/", "-")
-    tag = config.preset or config.algo
-    return Path("runs") / f"{name}__{tag}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def prepare_run_dir(path: Path, *, overwrite: bool) -> Path:
-    """Create the run directory; refuse one that holds another run unless ``overwrite``."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--output {path} is a file; give a directory")
-    taken = path.is_dir() and any((path / n).exists() for n in ("config.json", "last.pt", "best.pt"))
-    if taken and not overwrite:
-        raise UserError(
-            f"--output {path} already holds a run; pass --resume {path} to continue it or --overwrite to replace it"
-        )
-    if taken:
-        for name in ("config.json", "last.pt", "best.pt", "history.jsonl", "tb"):
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], TrainConfig, Path]:
-    """Load the checkpoint named by ``--resume`` and check it fits ``--algo`` and ``--env``.
-
-    :return: the checkpoint, the run's saved config and its run directory.
-    """
-    state = load_checkpoint(config.resume)
-    if state["algo"] != algo:
-        raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
-    saved = TrainConfig(**state["config"])
-    if config.env != saved.env and config.env != TrainConfig.env:
-        raise UserError(f"--env {config.env} conflicts with the checkpoint's env {saved.env}; drop --env to resume")
-    run_dir = Path(config.resume)
-    return state, saved, run_dir if run_dir.is_dir() else run_dir.parent
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -127,29 +58,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 def build_model(env: GlimpseVectorEnv, config: TrainConfig) -> RecurrentAttentionModel:
     glimpse_shape = env.single_observation_space["glimpse"].shape
     return RecurrentAttentionModel(glimpse_shape, env.task.n_classes, config.ram_config())
-
-
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag the training loop checks after each update (then checkpoints and stops)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -189,16 +97,21 @@ class RAMTrainer:
     the checkpoints and logs.
     """
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True):
+    def __init__(self, config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None):
+        """
+        :param config: the run's configuration. With ``config.resume`` set it must be the resumed run's configuration
+            (``agents.runs.resume_config`` builds it from the checkpoint and the command line); the task and the
+            model's shape must match the checkpoint's.
+        :param progress: show a progress bar and a line per epoch.
+        :param stop: training stops (after a validation and a checkpoint) at the first update boundary after
+            ``stop.requested`` turns true; the command line sets it on SIGINT/SIGTERM.
+        """
         self.ddp = ddp = _Dist.from_environment()
         self.progress = progress
+        self.stop = stop or StopFlag()
         state: dict[str, Any] | None = None
         if config.resume is not None:
-            state, saved, run_dir = load_resume_state(config, "ram")
-            # The saved run's settings win; only the length of the run may change.
-            config = dataclasses.replace(
-                saved, epochs=config.epochs, resume=config.resume, time_limit=config.time_limit
-            )
+            state, run_dir = load_resume_state(config, "ram")
         else:
             run_dir = Path(config.output) if config.output else default_run_dir(config)
         self.config, self.run_dir = config, run_dir
@@ -221,7 +134,9 @@ class RAMTrainer:
             autoreset=False,
             **{**self.env_kwargs, "split": "train"},
         )
+        self.lock = None
         if ddp.is_main:
+            self.lock = RunLock(run_dir).acquire()  # a second live writer of this directory fails here
             if state is None:
                 prepare_run_dir(run_dir, overwrite=config.overwrite)
             else:  # temporary files of a checkpoint write that was killed (SIGKILL, power loss) before its rename
@@ -237,18 +152,21 @@ class RAMTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.global_step, self.history, self.best_val, elapsed = 0, [], math.inf, 0.0
+        self.provenance = provenance(device)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.global_step, self.history = state["global_step"], state["history"]
             self.best_val, elapsed = state["best_val"], state["wall_time"]
+            # Every session of a run that trained a checkpoint, oldest first.
+            self.provenance["sessions"] = [*state.get("provenance", {}).get("sessions", []), _session(state)]
         self.steps_per_epoch = math.ceil((config.epoch_images or len(train_env.task.data)) / config.batch_size)
         self.runner = EpisodeRunner(train_env, start=False)  # restarted with the update's seed before each batch
         self.noise = torch.Generator(device=device)
         self.writer = None
         if ddp.is_main:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            write_json(run_dir / "config.json", dataclasses.asdict(config))
             from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.global_step if state else None)
@@ -256,11 +174,22 @@ class RAMTrainer:
         self.start = time.perf_counter() - elapsed  # the run's wall clock, counting earlier sessions
 
     def run(self) -> dict[str, Any]:
-        """Train to ``epochs`` (or the time limit, or SIGINT); returns the summary (also in ``summary.json``)."""
+        """Train to ``epochs`` (or the time limit, or a stop request); returns the summary (also in ``summary.json``).
+
+        A run that stops between epochs (time limit, stop request) validates first, so ``best.pt`` always exists.
+        """
+        try:
+            return self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
         config, ddp = self.config, self.ddp
         total_steps = config.epochs * self.steps_per_epoch
         checkpoint_every = config.checkpoint_every or self.steps_per_epoch
-        deadline = None if config.time_limit is None else self.start + 60 * config.time_limit
+        # The time limit counts this invocation's wall time (a resumed run gets the whole limit again).
+        deadline = None if config.time_limit is None else time.perf_counter() + 60 * config.time_limit
         stop_reason = None
         bar = tqdm(
             total=total_steps,
@@ -269,23 +198,23 @@ class RAMTrainer:
             unit="update",
             smoothing=0.05,
         )
-        with _Interrupt() as interrupt:
-            while self.global_step < total_steps:
-                stats, traj = self._update()
-                bar.update(1)
-                if self.writer is not None and self.global_step % 50 == 0:
-                    _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
-                    bar.set_postfix(loss=f"{stats['losses/total']:.3f}", acc=f"{stats['charts/accuracy']:.3f}")
-                if self.global_step % self.steps_per_epoch == 0:
-                    self._end_of_epoch()
-                elif self.global_step % checkpoint_every == 0 and ddp.is_main:
-                    self._checkpoint()
-                late = deadline is not None and time.perf_counter() > deadline
-                if ddp.any(interrupt.requested or late, self.device):
-                    stop_reason = "interrupted" if interrupt.requested else "time limit"
-                    if ddp.is_main:
-                        self._checkpoint()
-                    break
+        while self.global_step < total_steps:
+            stats, traj = self._update()
+            bar.update(1)
+            if self.writer is not None and self.global_step % 50 == 0:
+                _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
+                bar.set_postfix(loss=f"{stats['losses/total']:.3f}", acc=f"{stats['charts/accuracy']:.3f}")
+            at_epoch_end = self.global_step % self.steps_per_epoch == 0
+            if at_epoch_end:
+                self._validate_and_checkpoint()
+            elif self.global_step % checkpoint_every == 0 and ddp.is_main:
+                self._checkpoint()
+            late = deadline is not None and time.perf_counter() > deadline
+            if ddp.any(self.stop.requested or late, self.device):
+                stop_reason = "interrupted" if self.stop.requested else "time limit"
+                if not at_epoch_end:  # the epoch's validation has not run: score the weights the run stops with
+                    self._validate_and_checkpoint(stopped=stop_reason)
+                break
         bar.close()
         if self.writer is not None:
             self.writer.close()
@@ -293,14 +222,15 @@ class RAMTrainer:
             "run_dir": str(self.run_dir),
             "epochs": self.global_step // self.steps_per_epoch,
             "steps": self.global_step,
+            "images": self.global_step * config.batch_size,
             "wall_time": round(time.perf_counter() - self.start, 2),
-            "best_val_error_mean_location": self.best_val,
+            "best_val_error_mean_location": finite(self.best_val),  # null: not validated yet
             "stopped": stop_reason,
             "device": str(self.device),
             "processes": ddp.world,
         }
         if ddp.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_json(self.run_dir / "summary.json", summary)
         if ddp.world > 1:
             dist.barrier()
             dist.destroy_process_group()
@@ -341,13 +271,17 @@ class RAMTrainer:
             "history": self.history,
             "wall_time": time.perf_counter() - self.start,
             "best_val": self.best_val,
+            "provenance": self.provenance,
         }
         if best:
             save_checkpoint(payload, self.run_dir / "best.pt")
         save_checkpoint(payload, self.run_dir / "last.pt")
 
-    def _end_of_epoch(self) -> None:
-        """Validate (process 0), log, and write last.pt (and best.pt on a new best)."""
+    def _validate_and_checkpoint(self, *, stopped: str | None = None) -> None:
+        """Validate (process 0), log, and write last.pt (and best.pt on a new best).
+
+        :param stopped: why the run stops between epochs (the record is marked so); None at an epoch's end.
+        """
         if self.ddp.is_main:
             config = self.config
             train_time = time.perf_counter() - self.start
@@ -364,6 +298,8 @@ class RAMTrainer:
                 "val_error_mean_location": result.error_mean_location,
                 "val_error_monte_carlo": result.error_monte_carlo,
             }
+            if stopped is not None:
+                record["stopped"] = stopped
             self.history.append(record)
             for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
                 self.writer.add_scalar(f"eval/{key}", record[key], self.global_step)
@@ -373,17 +309,24 @@ class RAMTrainer:
             self.best_val = min(self.best_val, result.error_mean_location)
             self._checkpoint(best=improved)
             if self.progress:
+                where = f"epoch {record['epoch']}" if stopped is None else f"update {self.global_step} ({stopped})"
                 tqdm.write(
-                    f"epoch {record['epoch']}: val error {result.error_mean_location:.2f}% (mean locations), "
+                    f"{where}: val error {result.error_mean_location:.2f}% (mean locations), "
                     f"{result.error_sampled:.2f}% (sampled), {record['wall_time'] / 60:.1f} min"
                 )
         if self.ddp.world > 1:
             dist.barrier()
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``)."""
-    return RAMTrainer(config, progress=progress).run()
+def train(config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
+    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``). See :class:`RAMTrainer`."""
+    return RAMTrainer(config, progress=progress, stop=stop).run()
+
+
+def _session(state: dict[str, Any]) -> dict[str, Any]:
+    """What an earlier session of a resumed run contributed: where it ran and how far it got."""
+    earlier = {k: v for k, v in state.get("provenance", {}).items() if k != "sessions"}
+    return {**earlier, "until_step": state["global_step"], "until_wall_time": state["wall_time"]}
 
 
 def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float, step: int) -> None:

@@ -27,7 +27,8 @@ import torch
 
 from agents.config import resolve_config
 from agents.rollout import EpisodeRunner, hybrid_loss
-from agents.trainer import build_model, env_kwargs_for
+from agents.runs import env_kwargs_for
+from agents.trainer import build_model
 from ram_env.vector import GlimpseVectorEnv
 
 

@@ -398,7 +398,9 @@ def test_torchrun_two_processes_write_one_run_and_learn_like_one(tmp_path):
 
     run = multi_cwd / "run"
     assert sorted(p.name for p in multi_cwd.iterdir()) == ["run"]  # nothing written elsewhere
+    assert out.count("run finished") == 1, "only process 0 reports"
     assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",  # the run directory's writer lock (agents.runs.RunLock)
         "best.pt",
         "config.json",
         "history.jsonl",

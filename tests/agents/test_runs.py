@@ -1,0 +1,165 @@
+"""Run management (agents.runs): resume restores the whole configuration, a run stopped early still validates and
+writes strict JSON, library code installs no signal handlers, one live writer per run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_agent
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.config import PRESETS, TrainConfig, UserError, resolve_config
+from agents.runs import RunLock, StopFlag, config_from_command_line, finite, write_json
+from agents.trainer import RAMTrainer, train
+
+TINY = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny(output: Path, **overrides) -> TrainConfig:
+    values = dict(
+        env_args=TINY,
+        output=str(output),
+        device="cpu",
+        seed=3,
+        epochs=2,
+        batch_size=16,
+        hidden_size=32,
+        glimpse_hidden=16,
+        glimpse_out=32,
+    )
+    return resolve_config({**values, **overrides})
+
+
+def _strict_json(path: Path):
+    def refuse(constant: str):
+        raise ValueError(f"{path} holds {constant}, which strict JSON readers reject")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _fake_run(path: Path, config: TrainConfig) -> Path:
+    """A checkpoint holding ``config`` (what ``--resume`` reads before anything else)."""
+    path.mkdir(parents=True)
+    payload = {"algo": config.algo, "env_id": config.env, "env_kwargs": {}, "config": dataclasses.asdict(config)}
+    payload.update(epoch=4, global_step=1564)
+    save_checkpoint(payload, path / "last.pt")
+    return path / "last.pt"
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_resume_restores_every_field_the_preset_set(preset, tmp_path, capsys):
+    saved = resolve_config({"preset": preset, "seed": 7, "learning_rate": 5e-4})
+    checkpoint = _fake_run(tmp_path / "run", saved)
+    resumed = config_from_command_line(["--resume", str(checkpoint)])
+    assert resumed == dataclasses.replace(saved, resume=str(checkpoint))
+    err = capsys.readouterr().err
+    assert f"resuming {checkpoint} (epoch 4, update 1564)" in err and "from the command line" not in err
+
+
+def test_resume_applies_only_the_flags_given_and_says_so(tmp_path, capsys):
+    saved = resolve_config({"preset": "mnist-6g"})
+    checkpoint = _fake_run(tmp_path / "run", saved)
+    resumed = config_from_command_line(["--resume", str(checkpoint), "--epochs", "300", "--time-limit", "5"])
+    assert resumed == dataclasses.replace(saved, resume=str(checkpoint), epochs=300, time_limit=5.0)
+    err = capsys.readouterr().err
+    assert "epochs = 300 (the run had 200)" in err and "time_limit" not in err  # a setting of this invocation
+
+
+@pytest.mark.parametrize("flag", [["--core", "lstm"], ["--glimpses", "4"], ["--preset", "mnist-4g"]])
+def test_resume_refuses_flags_that_change_the_task_or_the_model(flag, tmp_path):
+    checkpoint = _fake_run(tmp_path / "run", resolve_config({"preset": "mnist-6g"}))
+    with pytest.raises(UserError, match=f"{flag[0]} .*conflicts with the resumed run"):
+        config_from_command_line(["--resume", str(checkpoint), *flag])
+
+
+def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
+    run = tmp_path / "run"
+    common = ["--env-args", TINY, "--device", "cpu", "--batch-size", "16", "--hidden-size", "32"]
+    assert train_agent.main([*common, "--epochs", "3", "--time-limit", "0.0001", "--output", str(run)]) == 0
+    assert load_checkpoint(run / "last.pt")["global_step"] == 1  # stopped by the time limit after one update
+    assert train_agent.main(["--resume", str(run)]) == 0  # no --epochs: the run's 3, not the default
+    assert json.loads((run / "config.json").read_text())["epochs"] == 3
+    assert _strict_json(run / "summary.json")["epochs"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ early stops
+
+
+def test_run_stopped_before_its_first_validation_validates_and_writes_strict_json(tmp_path):
+    summary = train(_tiny(tmp_path / "run", time_limit=1e-6), progress=False)
+    run = tmp_path / "run"
+    assert summary["stopped"] == "time limit" and summary["steps"] == 1
+    best = load_checkpoint(run / "best.pt")
+    assert best["global_step"] == 1 and best["history"][-1]["stopped"] == "time limit"
+    assert _strict_json(run / "summary.json")["best_val_error_mean_location"] == best["best_val"]
+    assert [r["step"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())] == [1]
+
+
+def test_stop_request_checkpoints_validates_and_raises(tmp_path):
+    from agents.config import TrainingInterrupted
+
+    stop = StopFlag()
+    stop.requested = True
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(_tiny(tmp_path / "run"), progress=False, stop=stop)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["global_step"] == 1
+    assert _strict_json(tmp_path / "run" / "summary.json")["stopped"] == "interrupted"
+
+
+def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
+    write_json(tmp_path / "x.json", {"a": float("inf"), "b": [1.5, float("nan")], "c": (2, -float("inf"))})
+    assert _strict_json(tmp_path / "x.json") == {"a": None, "b": [1.5, None], "c": [2, None]}
+    assert finite(0.25) == 0.25
+
+
+# ------------------------------------------------------------------------------------------------ signals, lock
+
+
+class _SignalProbe(StopFlag):
+    """Records the SIGINT handler in force each time the trainer asks whether to stop."""
+
+    def __init__(self) -> None:
+        self.handlers: list[object] = []
+
+    @property
+    def requested(self) -> bool:  # type: ignore[override]
+        self.handlers.append(signal.getsignal(signal.SIGINT))
+        return False
+
+
+def test_library_training_installs_no_signal_handlers(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    probe = _SignalProbe()
+    train(_tiny(tmp_path / "run", epochs=1), progress=False, stop=probe)
+    assert probe.handlers and all(handler is before for handler in probe.handlers)
+
+
+def test_a_second_live_writer_of_a_run_directory_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_tiny(run, epochs=1), progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with RunLock(run):  # a live run holds the directory
+        with pytest.raises(UserError, match="being written by a live run"):
+            RunLock(run).acquire()
+        flags = ["--env-args", TINY, "--device", "cpu", "--batch-size", "16", "--epochs", "1", "--output", str(run)]
+        assert train_agent.main([*flags, "--overwrite"]) == 2
+        assert "being written by a live run" in capsys.readouterr().err
+        assert train_agent.main(["--resume", str(run)]) == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
+    RAMTrainer(_tiny(run, epochs=1, overwrite=True), progress=False).run()  # free again once released
