@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from agents.checkpoint import load_checkpoint
         from agents.config import UserError
-        from agents.evaluation import evaluate_checkpoint
+        from agents.policies import evaluate_checkpoint
         from agents.runs import resolve_device, write_json
 
         if args.mc_samples < 1:

@@ -1,28 +1,98 @@
-"""Scoring a RAM agent on a whole validation or test split, three ways.
+"""Scoring an agent on a whole validation or test split, three ways, with one loop for every kind of agent.
 
 * **sampled**: each episode's locations are sampled from the policy (as in training); the error is averaged over all
   ``M`` sampled episodes of every image.
 * **mean location**: every glimpse is taken at the policy's mean (deterministic).
-* **Monte Carlo**: the class distributions of the ``M`` sampled episodes of an image are averaged before the argmax
-  (from Ba et al. 2015; not in the RAM paper). It can hide a poor policy, so all three are reported.
+* **Monte Carlo**: the ``M`` sampled episodes of an image vote: their class distributions are averaged before the
+  argmax (from Ba et al. 2015; not in the RAM paper) when the policy gives one, else the most frequent class wins
+  (stable-baselines3 policies, whose action heads expose no common class distribution). The report says which. It
+  can hide a poor policy, so all three are reported.
 
-Every image of the split is scored exactly once: the environment runs an ordered pass and repeats past the end of the
-split (the last batch wraps around) are dropped by image index.
+Every agent is seen through :class:`GlimpsePolicy` (the RAM agent through :class:`RAMPolicy`, a stable-baselines3
+model through ``agents.sb3.SB3Policy``) and scored by :func:`evaluate_policy`: every image of the split exactly once,
+in an ordered pass of the vector environment whose repeats past the end of the split (the last batch wraps around)
+are dropped by image index.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from agents.ram import RecurrentAttentionModel
-from agents.rollout import EpisodeRunner, rollout
+from agents.rollout import EpisodeRunner
 from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
 from ram_env.vector import GlimpseVectorEnv
+
+#: How :attr:`EvaluationResult.monte_carlo` combines the M sampled episodes of an image.
+MC_AVERAGE, MC_VOTE = "averaged class distributions", "majority vote"
+
+
+@dataclass
+class Decision:
+    """What a policy decides at one step for a batch of ``N`` episodes.
+
+    ``location`` ``(N, 2)``: where the next glimpse goes (ignored at the last step). At the last step, ``probs``
+    ``(N, n_classes)`` (the class distribution) or, for a policy without one, ``label`` ``(N,)``.
+    """
+
+    location: torch.Tensor
+    probs: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+
+
+class GlimpsePolicy(Protocol):
+    """The interface :func:`evaluate_policy` scores: an agent that looks, then names a class.
+
+    Observations are the vector environment's torch dict: ``glimpse`` ``(N, k, C, g, g)``, ``location`` ``(N, 2)``,
+    ``t`` ``(N,)``; every episode of a batch is at the same step.
+    """
+
+    #: True if the last :class:`Decision` holds ``probs`` (Monte Carlo then averages them), False if ``label``.
+    class_distribution: bool
+
+    def initial_state(self, n: int, device: torch.device) -> Any:
+        """The memory of ``n`` new episodes."""
+        ...
+
+    def act(
+        self,
+        obs: dict[str, torch.Tensor],
+        state: Any,
+        *,
+        last: bool,
+        deterministic: bool,
+        generator: torch.Generator,
+    ) -> tuple[Decision, Any]:
+        """The decision at this step and the new state. ``deterministic``: the policy's mean/mode location;
+        otherwise sample, drawing from ``generator`` where the policy can."""
+        ...
+
+
+class RAMPolicy:
+    """The RAM agent as a :class:`GlimpsePolicy`: the same per-step decisions as the training rollout
+    (:meth:`RecurrentAttentionModel.next_location`), the class distribution from the action network."""
+
+    class_distribution = True
+
+    def __init__(self, model: RecurrentAttentionModel):
+        self.model = model
+
+    def initial_state(self, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return self.model.initial_state(n, device)
+
+    def act(self, obs, state, *, last, deterministic, generator):
+        h_t, state = self.model.step(obs["glimpse"], obs["location"], state)
+        if last:
+            probs = torch.softmax(self.model.classify(h_t), dim=1)  # (N, n_classes)
+            return Decision(location=torch.zeros_like(obs["location"]), probs=probs), state
+        _, l_next = self.model.next_location(h_t, deterministic=deterministic, generator=generator)
+        return Decision(location=l_next.clamp(-1.0, 1.0)), state
 
 
 @dataclass
@@ -38,6 +108,7 @@ class EvaluationResult:
     predictions: np.ndarray  # (images,) Monte Carlo predictions
     predictions_mean_location: np.ndarray  # (images,)
     locations: np.ndarray  # (images, T, 2) mean-location glimpse paths
+    monte_carlo: str = MC_AVERAGE  # how the M samples of an image were combined
 
     def per_class_error(self, n_classes: int) -> list[float]:
         """Monte Carlo error in percent for each class (NaN for a class absent from the split)."""
@@ -54,67 +125,92 @@ class EvaluationResult:
         return matrix
 
 
-def _ordered_pass(model, env: GlimpseVectorEnv, *, deterministic: bool, seed: int, generator: torch.Generator):
-    """Run ``ceil(n / images-per-batch)`` batches from the start of the split; yield each batch's trajectory."""
-    runner = EpisodeRunner(env, seed=seed)
-    n = env.images.shape[0]
-    for _ in range(math.ceil(n / env.distinct_images)):
-        yield rollout(model, runner, deterministic=deterministic, generator=generator)
+def play(
+    policy: GlimpsePolicy, runner: EpisodeRunner, *, deterministic: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of evaluation episodes from the runner's pending observation.
+
+    :return: ``index`` and ``labels`` ``(N,)`` of the images, the ``(N, n_classes)`` class distributions (one-hot of
+        the named class for a policy without one), and the glimpse ``locations`` ``(N, T, 2)``.
+    """
+    env, obs, info = runner.env, runner.obs, runner.info
+    n, steps = env.num_envs, env.config.glimpses
+    index, labels = info["index"], info["label"]
+    state = policy.initial_state(n, env.device)
+    locations = []
+    decision = None
+    for t in range(steps):
+        locations.append(obs["location"])
+        last = t == steps - 1
+        decision, state = policy.act(obs, state, last=last, deterministic=deterministic, generator=generator)
+        if last:
+            if decision.probs is not None:
+                probs = decision.probs.float()
+            else:
+                assert decision.label is not None, "a policy's last decision names a class or gives probabilities"
+                probs = torch.nn.functional.one_hot(decision.label.long(), env.task.n_classes).float()
+            label = probs.argmax(dim=1)
+        else:
+            label = torch.zeros(n, dtype=torch.long, device=env.device)
+        obs, _, _, _, info = env.step({"location": decision.location, "label": label})
+    runner.obs, runner.info = obs, info
+    return index, labels, probs, torch.stack(locations, dim=1)
 
 
 @torch.no_grad()
-def evaluate_model(
-    model: RecurrentAttentionModel,
+def evaluate_policy(
+    policy: GlimpsePolicy,
     env_kwargs: dict,
     *,
     device: torch.device | str = "cpu",
     mc_samples: int = 10,
     batch_images: int = 1000,
     seed: int = 0,
+    max_images: int | None = None,
 ) -> EvaluationResult:
-    """Score ``model`` on the split named in ``env_kwargs`` (an ordered pass; see the module docstring).
+    """Score ``policy`` on the split named in ``env_kwargs`` (an ordered pass; see the module docstring).
 
-    :param env_kwargs: :class:`~ram_env.task.TaskConfig` fields (``split`` should be validation or test).
+    :param env_kwargs: :class:`~ram_env.task.TaskConfig` fields (``split`` should be validation or test); the
+        action form is replaced by ``"dict"`` (policies give locations and classes).
     :param batch_images: distinct images per batch of episodes.
     :param seed: the evaluation's seed; the initial locations and the location noise draw from two independent
         streams derived from it (:func:`ram_env.seeding.stream_seed`), so a score is repeatable.
+    :param max_images: score only the first ``max_images`` images of the split (quick checks).
     """
-    was_training = model.training
-    model.eval()
     device = torch.device(device)
-    generator = torch.Generator(device=device)
-    kwargs = {**env_kwargs, "ordered": True}
+    kwargs = {**env_kwargs, "ordered": True, "action_form": "dict"}
+    n_data = len(Task(TaskConfig.from_kwargs(**kwargs)).data)
+    n = min(n_data, max_images) if max_images else n_data
     # No more distinct images per batch than the split holds, so an image never appears twice in one batch.
-    batch_images = min(batch_images, len(Task(TaskConfig.from_kwargs(**kwargs)).data))
-    try:
-        sampled_env = GlimpseVectorEnv(batch_images * mc_samples, device=device, mc_samples=mc_samples, **kwargs)
-        n = sampled_env.images.shape[0]
-        labels = sampled_env.labels  # (n,) on device
-        n_classes = sampled_env.task.n_classes
-        prob_sum = torch.zeros(n, n_classes, device=device)
-        wrong = torch.zeros(n, device=device)
+    batch_images = min(batch_images, n)
+    env_seed = stream_seed(seed, "eval/env")  # the same initial locations in both passes
+    generator = torch.Generator(device=device).manual_seed(stream_seed(seed, "eval/noise"))
+
+    def ordered_pass(m: int, deterministic: bool):
+        runner = EpisodeRunner(GlimpseVectorEnv(batch_images * m, device=device, mc_samples=m, **kwargs), env_seed)
         seen = torch.zeros(n, dtype=torch.bool, device=device)
-        env_seed = stream_seed(seed, "eval/env")  # the same initial locations in both passes
-        generator.manual_seed(stream_seed(seed, "eval/noise"))
-        for traj in _ordered_pass(model, sampled_env, deterministic=False, seed=env_seed, generator=generator):
-            first = ~seen[traj.index]  # (N,) envs whose image is not scored yet (drops wrapped repeats)
-            idx = traj.index[first]
-            prob_sum.index_add_(0, idx, torch.softmax(traj.logits[first], dim=1))
-            wrong.index_add_(0, idx, (traj.logits[first].argmax(1) != traj.labels[first]).float())
-            seen[idx] = True
-        mean_env = GlimpseVectorEnv(batch_images, device=device, **kwargs)
-        pred_mean = torch.zeros(n, dtype=torch.long, device=device)
-        paths = torch.zeros(n, mean_env.config.glimpses, 2, device=device)
-        seen_mean = torch.zeros(n, dtype=torch.bool, device=device)
-        for traj in _ordered_pass(model, mean_env, deterministic=True, seed=env_seed, generator=generator):
-            first = ~seen_mean[traj.index]
-            pred_mean[traj.index[first]] = traj.logits[first].argmax(1)
-            paths[traj.index[first]] = traj.locations[first]
-            seen_mean[traj.index[first]] = True
-    finally:
-        model.train(was_training)
-    assert bool(seen.all()) and bool(seen_mean.all()), "an ordered pass missed images"
-    pred_mc = prob_sum.argmax(1)
+        for _ in range(math.ceil(n / batch_images)):
+            index, labels, probs, locations = play(policy, runner, deterministic=deterministic, generator=generator)
+            keep = index < n  # drops images past max_images
+            keep[keep.clone()] = ~seen[index[keep]]  # and wrapped repeats (all M copies of a new image stay)
+            seen[index[keep]] = True
+            yield index[keep], labels[keep], probs[keep], locations[keep]
+        assert bool(seen.all()), "an ordered pass missed images"
+
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    n_classes = Task(TaskConfig.from_kwargs(**kwargs)).n_classes
+    prob_sum = torch.zeros(n, n_classes, device=device)
+    wrong = torch.zeros(n, device=device)
+    for index, truth, probs, _ in ordered_pass(mc_samples, deterministic=False):
+        labels[index] = truth
+        prob_sum.index_add_(0, index, probs)
+        wrong.index_add_(0, index, (probs.argmax(1) != truth).float())
+    pred_mean = torch.zeros(n, dtype=torch.long, device=device)
+    paths = torch.zeros(n, int(kwargs["glimpses"]), 2, device=device)
+    for index, _, probs, locations in ordered_pass(1, deterministic=True):
+        pred_mean[index] = probs.argmax(1)
+        paths[index] = locations.float()
+    pred_mc = prob_sum.argmax(1)  # for one-hot votes: the most frequent class (ties: the lowest index)
     return EvaluationResult(
         images=n,
         mc_samples=mc_samples,
@@ -125,23 +221,18 @@ def evaluate_model(
         predictions=pred_mc.cpu().numpy(),
         predictions_mean_location=pred_mean.cpu().numpy(),
         locations=paths.cpu().numpy(),
+        monte_carlo=MC_AVERAGE if policy.class_distribution else MC_VOTE,
     )
 
 
-def evaluate_checkpoint(
-    payload: dict, *, split: str = "test", mc_samples: int = 10, device: str | torch.device = "cpu", seed: int = 0
-) -> tuple[EvaluationResult, dict]:
-    """Rebuild the agent of a loaded checkpoint and score it on ``split``; returns the result and the JSON report."""
-    if payload["algo"] != "ram":
-        from agents.sb3 import evaluate_sb3_checkpoint
-
-        return evaluate_sb3_checkpoint(payload, split=split, mc_samples=mc_samples, device=device, seed=seed)
-    model = RecurrentAttentionModel.from_args(payload["model_args"])
-    model.load_state_dict(payload["model"])
-    model.to(device)
-    env_kwargs = {**payload["env_kwargs"], "split": split}
-    result = evaluate_model(model, env_kwargs, device=device, mc_samples=mc_samples, seed=seed)
-    return result, make_report(payload, result, split, model.n_classes)
+def evaluate_model(model: RecurrentAttentionModel, env_kwargs: dict, **kwargs: Any) -> EvaluationResult:
+    """:func:`evaluate_policy` for a RAM agent (in eval mode for the pass; its mode is restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_policy(RAMPolicy(model), env_kwargs, **kwargs)
+    finally:
+        model.train(was_training)
 
 
 def make_report(payload: dict, result: EvaluationResult, split: str, n_classes: int) -> dict:
@@ -153,6 +244,7 @@ def make_report(payload: dict, result: EvaluationResult, split: str, n_classes: 
         "split": split,
         "episodes": result.images,
         "mc_samples": result.mc_samples,
+        "monte_carlo": result.monte_carlo,
         "error_sampled": result.error_sampled,
         "error_mean_location": result.error_mean_location,
         "error_monte_carlo": result.error_monte_carlo,

@@ -219,9 +219,7 @@ class RecurrentAttentionModel(nn.Module):
             keep = ~torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=device)
             core_state = tuple(s * keep[:, None] for s in core_state)
         h_t, core_state = self.step(glimpse, location, core_state)
-        l_next = self.location_net(h_t)
-        if not deterministic:
-            l_next = l_next + self.config.location_std * torch.randn_like(l_next)
+        _, l_next = self.next_location(h_t, deterministic=deterministic)  # noise from torch's global generator
         l_next = l_next.clamp(-1.0, 1.0)
         probs = torch.softmax(self.classify(h_t), dim=1)  # (n, n_classes), inside the box's [-1, 1]
         if self.predict_action_form == "grid":
@@ -230,16 +228,6 @@ class RecurrentAttentionModel(nn.Module):
         else:
             action = torch.cat([l_next, probs], dim=1)  # (n, 2 + n_classes)
         return action.cpu().numpy(), tuple(s.cpu().numpy() for s in core_state)
-
-    def forward(self, runner, *, deterministic: bool = False, generator: torch.Generator | None = None):
-        """Run one batch of episodes against ``runner``'s environment (:func:`agents.rollout.rollout`).
-
-        The model's forward pass *is* the rollout, so wrappers such as ``DistributedDataParallel`` see the whole
-        episode as one forward call.
-        """
-        from agents.rollout import rollout
-
-        return rollout(self, runner, deterministic=deterministic, generator=generator)
 
     def step(
         self, glimpse: torch.Tensor, location: torch.Tensor, state: tuple[torch.Tensor, ...]
@@ -252,6 +240,19 @@ class RecurrentAttentionModel(nn.Module):
     def location_mean(self, h_t: torch.Tensor) -> torch.Tensor:
         """``mu_t`` ``(B, 2)``; the core's gradient is cut here unless ``reinforce_into_core``."""
         return self.location_net(h_t if self.config.reinforce_into_core else h_t.detach())
+
+    def next_location(
+        self, h_t: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The location policy's decision: ``mu_t`` ``(B, 2)`` (with gradient, for REINFORCE) and the chosen
+        ``l_{t+1}`` ``(B, 2)``: ``mu_t`` itself when ``deterministic``, else ``mu_t + sigma * N(0, I)`` drawn from
+        ``generator``. The chosen location carries no gradient (the environment returns it as an observation)."""
+        mu = self.location_mean(h_t)
+        l_next = mu.detach()
+        if not deterministic:
+            noise = torch.randn(l_next.shape, device=l_next.device, generator=generator)  # (B, 2)
+            l_next = l_next + self.config.location_std * noise
+        return mu, l_next
 
     def baseline(self, h_t: torch.Tensor) -> torch.Tensor:
         """``b_t`` ``(..., )``; never sends gradient into the core."""

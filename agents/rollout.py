@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from agents.ram import RecurrentAttentionModel
 from ram_env.vector import GlimpseVectorEnv
@@ -79,10 +80,7 @@ def rollout(
         h_t, state = model.step(obs["glimpse"], obs["location"], state)
         locations.append(obs["location"])
         if t < steps - 1:
-            mu = model.location_mean(h_t)  # (N, 2)
-            l_next = mu.detach()
-            if not deterministic:
-                l_next = l_next + std * torch.randn(n, 2, device=device, generator=generator)
+            mu, l_next = model.next_location(h_t, deterministic=deterministic, generator=generator)  # (N, 2) each
             means.append(mu)
             chosen.append(l_next)
             hiddens.append(h_t)
@@ -110,6 +108,20 @@ def rollout(
         labels=labels,
         index=index,
     )
+
+
+class Rollout(nn.Module):
+    """:func:`rollout` as a module's forward pass, so that wrappers such as ``DistributedDataParallel`` see the
+    whole batch of episodes as one forward call of the model (whose parameters it shares)."""
+
+    def __init__(self, model: RecurrentAttentionModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, runner: EpisodeRunner, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> Trajectory:
+        return rollout(self.model, runner, deterministic=deterministic, generator=generator)
 
 
 def hybrid_loss(traj: Trajectory) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

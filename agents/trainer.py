@@ -32,7 +32,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, TrainingInterrupted, UserError
 from agents.evaluation import evaluate_model
 from agents.ram import RecurrentAttentionModel
-from agents.rollout import EpisodeRunner, hybrid_loss
+from agents.rollout import EpisodeRunner, Rollout, hybrid_loss
 from agents.runs import (
     RunLock,
     StopFlag,
@@ -148,7 +148,9 @@ class RAMTrainer:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         set_seed(config.seed)
         self.model = build_model(train_env, config).to(device)
-        self.agent = DistributedDataParallel(self.model) if ddp.world > 1 else self.model
+        self.agent = Rollout(self.model)  # the rollout as one forward call (what DDP synchronises on)
+        if ddp.world > 1:
+            self.agent = DistributedDataParallel(self.agent)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.global_step, self.history, self.best_val, elapsed = 0, [], math.inf, 0.0

@@ -10,7 +10,8 @@ import torch
 
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig, resolve_config
-from agents.evaluation import evaluate_checkpoint, evaluate_model
+from agents.evaluation import evaluate_model
+from agents.policies import evaluate_checkpoint
 from agents.ram import RAMConfig, RecurrentAttentionModel
 from agents.rollout import EpisodeRunner, rollout
 from agents.trainer import train

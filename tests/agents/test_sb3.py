@@ -13,9 +13,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_checker import check_env
 
 import agents.sb3
+import agents.sb3.evaluation
 import evaluate
 import train_agent
 from agents.checkpoint import load_checkpoint
@@ -122,7 +124,9 @@ ALGOS = ["ppo", "a2c", "sac", "td3", "recurrentppo", "auxppo"]
 def quick_eval(monkeypatch):
     """Score only the first 200 test images (the whole MNIST test split takes seconds per algorithm)."""
     monkeypatch.setattr(
-        agents.sb3, "evaluate_sb3_checkpoint", functools.partial(agents.sb3.evaluate_sb3_checkpoint, max_images=200)
+        agents.sb3.evaluation,
+        "evaluate_sb3_checkpoint",
+        functools.partial(agents.sb3.evaluation.evaluate_sb3_checkpoint, max_images=200),
     )
 
 
@@ -198,7 +202,7 @@ def test_evaluation_is_deterministic_and_scores_every_image(tmp_path):
 # ------------------------------------------------------------------------------------------------ hybrid loss
 
 
-class _RecordAux(agents.sb3.BaseCallback):
+class _RecordAux(BaseCallback):
     def __init__(self):
         super().__init__()
         self.history: list[tuple[float, float]] = []
