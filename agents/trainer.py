@@ -175,6 +175,13 @@ class RAMTrainer:
             self.writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
         self.start = time.perf_counter() - elapsed  # the run's wall clock, counting earlier sessions
 
+    def close(self) -> None:
+        """Release the run directory (its lock and TensorBoard writer) without training further."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
+
     def run(self) -> dict[str, Any]:
         """Train to ``epochs`` (or the time limit, or a stop request); returns the summary (also in ``summary.json``).
 
@@ -201,7 +208,7 @@ class RAMTrainer:
             smoothing=0.05,
         )
         while self.global_step < total_steps:
-            stats, traj = self._update()
+            stats, traj = self.update()
             bar.update(1)
             if self.writer is not None and self.global_step % 50 == 0:
                 _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
@@ -240,8 +247,9 @@ class RAMTrainer:
             raise TrainingInterrupted(self.run_dir / "last.pt")
         return summary
 
-    def _update(self) -> tuple[dict[str, torch.Tensor], Any]:
-        """One update: a fresh batch seeded by (seed, update, rank), the hybrid loss, a clipped Adam step."""
+    def update(self) -> tuple[dict[str, torch.Tensor], Any]:
+        """One update: a fresh batch seeded by (seed, update, rank), the hybrid loss, a clipped Adam step, the
+        learning-rate schedule's step. Returns the loss statistics and the batch's trajectory."""
         config, rank = self.config, self.ddp.rank
         self.model.train()
         # The batch of every update is a function of (seed, update, rank) alone: exact resume at any update.

@@ -6,8 +6,9 @@ Usage::
     python benchmarks/bench_train.py                       # MNIST, 6 glimpses, batch 128, M = 1 and M = 10, CPU
     python benchmarks/bench_train.py --device cuda --json results/bench_train_cuda.json
 
-One training update is exactly what ``train_agent.py`` does (agents.trainer): reseed and reset the vector env, one
-rollout with gradients, the hybrid loss, backward, gradient clipping, a fused Adam step. The environment's share is
+One training update is ``agents.trainer.RAMTrainer.update``, the function ``train_agent.py`` calls (same config
+defaults, seeding, learning-rate schedule and clipping): reseed and reset the vector env, one rollout with gradients,
+the hybrid loss, backward, gradient clipping, a fused Adam step, the schedule's step. The environment's share is
 timed by running the same resets and steps with the same batch and no network. ``--precision bf16`` runs the
 rollout under ``torch.autocast(bfloat16)`` as ``train_agent.py --precision bf16`` does. The compute floor is the
 model's FLOPs per training image (forward multiply-adds x 2, times 3 for forward + backward) over the peak rate of a
@@ -20,16 +21,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import tempfile
 import time
 
 import torch
 
 from agents.config import resolve_config
-from agents.rollout import EpisodeRunner, hybrid_loss
-from agents.runs import env_kwargs_for
-from agents.trainer import build_model
-from ram_env.vector import GlimpseVectorEnv
+from agents.runs import hardware_name
+from agents.trainer import RAMTrainer
 
 
 def _sync(device: torch.device) -> None:
@@ -57,22 +56,30 @@ def flops_per_image(model, glimpses: int) -> float:
 
 
 def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float, precision: str = "fp32") -> dict:
-    config = resolve_config({"env": env_id, "batch_size": batch, "mc_samples": mc, "device": str(device)})
-    env = GlimpseVectorEnv(batch * mc, device=device, mc_samples=mc, autoreset=False, **env_kwargs_for(config))
-    model = build_model(env, config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    runner = EpisodeRunner(env, start=False)
-    noise = torch.Generator(device=device).manual_seed(0)
+    """Time ``RAMTrainer.update`` (the update ``train_agent.py`` runs) and the same environment work alone."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = resolve_config(
+            {
+                "env": env_id,
+                "batch_size": batch,
+                "mc_samples": mc,
+                "device": str(device),
+                "precision": precision,
+                "output": run_dir,
+            }
+        )
+        trainer = RAMTrainer(config, progress=False)
+        try:
+            return _time_trainer(trainer, batch, mc, device, seconds, precision)
+        finally:
+            trainer.close()
+
+
+def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device, seconds: float, precision: str):
+    env, model = trainer.runner.env, trainer.model
 
     def update(step: int) -> None:
-        runner.restart(seed=step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            traj = model(runner, generator=noise)
-        loss, _ = hybrid_loss(traj)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        trainer.update()
 
     actions = {
         "location": torch.rand(batch * mc, 2, device=device) * 2 - 1,
@@ -123,8 +130,9 @@ def main() -> None:
     device = torch.device(args.device)
     header = {
         "date": datetime.date.today().isoformat(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
+        "device": hardware_name(device),
+        "arguments": vars(args),
+        "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
         "env": args.env,
