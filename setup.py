@@ -14,7 +14,7 @@ setup(
     install_requires=[
         "gymnasium>=1.1",
         "stable-baselines3>=2.4",
-        "torch>=2.2",
+        "torch>=2.13",  # the oldest version tested (CI); fused CPU Adam needs 2.4 or later
         "numpy>=1.24",
         "matplotlib>=3.7",
         # tqdm: the training progress bar; tensorboard: the training logs (SummaryWriter).
