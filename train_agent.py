@@ -5,7 +5,8 @@
     python train_agent.py --resume runs/<run>/last.pt
 
 ``--algo ram`` (default) trains the paper's agent (agents.trainer); any other name is a stable-baselines3 or
-sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag.
+sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag. ``--threads`` (default ``auto``: ``$OMP_NUM_THREADS``
+if set, else 1) fixes torch's CPU threads before anything runs (agents.threads).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_args(argv)
         if config is None:
             return
+        from agents.threads import set_threads
+
+        set_threads(config.threads)
         if config.algo == "ram":
             from agents.trainer import train
 
