@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -20,8 +22,23 @@ class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the message says how to resume."""
 
     def __init__(self, checkpoint) -> None:
-        super().__init__(f"interrupted; checkpoint written to {checkpoint}; continue with --resume {checkpoint}")
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}; {resume_hint(checkpoint)}")
         self.checkpoint = checkpoint
+
+
+def resume_hint(checkpoint) -> str:
+    """How to continue from ``checkpoint``, with the data location this run used (a command that works as printed)."""
+    program = sys.argv[0] if sys.argv and sys.argv[0] else "train_agent.py"
+    program = f"python {program}" if program.endswith(".py") else os.path.basename(program)
+    data = os.environ.get("RAM_DATA_DIR")
+    if data:
+        return (
+            f"continue with: RAM_DATA_DIR={os.path.abspath(os.path.expanduser(data))} {program} --resume {checkpoint}"
+        )
+    return (
+        f"continue with: {program} --resume {checkpoint} (set RAM_DATA_DIR=<folder holding mnist/ or omniglot/> "
+        "first if the data set is not in ~/.cache/ram_env or in the run's data_dir=...)"
+    )
 
 
 #: ``--algo`` names: the RAM agent, then the stable-baselines3 / sb3-contrib table of :data:`agents.sb3.ALGORITHMS`

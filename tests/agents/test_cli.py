@@ -15,8 +15,7 @@ import agents.trainer
 import evaluate
 import train_agent
 from agents.checkpoint import resolve_checkpoint_path
-ALGO_NAMES = ("ram", "ppo", "a2c", "trpo", "sac", "td3", "ddpg", "tqc", "recurrentppo", "auxppo")
-from agents.config import TrainConfig, UserError, build_parser, resolve_config
+from agents.config import ALGO_NAMES, TrainConfig, TrainingInterrupted, UserError, build_parser, resolve_config
 from agents.threads import auto_threads, parse_threads, set_threads
 from agents.trainer import train
 
@@ -169,3 +168,16 @@ def test_evaluate_run_dir_scores_best_pt_and_names_the_data(tmp_path, capsys):
     (run / "best.pt").unlink()
     assert evaluate.main(argv) == 0
     assert json.loads(out.read_text())["checkpoint"] == str(run / "last.pt")
+
+
+def test_resume_hint_says_where_the_data_is(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAM_DATA_DIR", "data")
+    monkeypatch.setattr(sys, "argv", ["train_agent.py"])
+    said = str(TrainingInterrupted(Path("run/last.pt")))
+    assert f"continue with: RAM_DATA_DIR={tmp_path / 'data'} python train_agent.py --resume run/last.pt" in said
+    monkeypatch.delenv("RAM_DATA_DIR")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ram-train"])
+    said = str(TrainingInterrupted(Path("run/last.pt")))
+    assert "continue with: ram-train --resume run/last.pt" in said
+    assert "set RAM_DATA_DIR=" in said and "data_dir=" in said
