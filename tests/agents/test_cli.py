@@ -181,3 +181,35 @@ def test_resume_hint_says_where_the_data_is(monkeypatch, tmp_path):
     said = str(TrainingInterrupted(Path("run/last.pt")))
     assert "continue with: ram-train --resume run/last.pt" in said
     assert "set RAM_DATA_DIR=" in said and "data_dir=" in said
+
+
+def test_glimpse_figure_has_a_step_legend_and_says_the_locations_are_means(tmp_path):
+    import numpy as np
+
+    from agents.evaluation import EvaluationResult
+    from agents.figures import glimpse_grid_figure, plot_glimpse_grid
+    from ram_env.render import step_colours
+    from ram_env.task import Task, TaskConfig
+
+    task = Task(TaskConfig(dataset="tiny", split="validation", glimpses=3, glimpse_size=4, num_scales=2))
+    n = len(task.data)
+    labels = task.data.labels
+    result = EvaluationResult(
+        images=n,
+        mc_samples=1,
+        error_sampled=0.0,
+        error_mean_location=0.0,
+        error_monte_carlo=0.0,
+        labels=labels,
+        predictions=labels,
+        predictions_mean_location=labels,
+        locations=np.zeros((n, 3, 2), np.float32),
+    )
+    fig = glimpse_grid_figure(result, task, count=4)
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["glimpse 1", "glimpse 2", "glimpse 3 (last)", "path"]
+    for handle, colour in zip(legend.legend_handles[:3], step_colours(3), strict=True):
+        assert np.allclose(handle.get_edgecolor()[:3], colour / 255)
+    title = fig._suptitle.get_text()
+    assert "mean locations" in title and "not sampled" in title
+    assert plot_glimpse_grid(result, task, tmp_path / "g.png").stat().st_size > 0
