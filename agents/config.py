@@ -166,7 +166,7 @@ def _preset(env: str, glimpses: int, **extra: Any) -> dict[str, Any]:
     return {"env": env, "glimpses": glimpses, **extra}
 
 
-# One preset per row of REFERENCE.md's table: <task>-<glimpses>g.
+# One preset per row of the paper's tables (Mnih et al. 2014): <task>-<glimpses>g.
 PRESETS: dict[str, dict[str, Any]] = {
     **{f"mnist-{n}g": _preset("RAM/MNIST-v0", n, epochs=200) for n in (2, 4, 6, 7)},
     **{f"translated60-{n}g": _preset("RAM/TranslatedMNIST60-v0", n, epochs=200) for n in (4, 6, 8)},
