@@ -213,3 +213,14 @@ def test_glimpse_figure_has_a_step_legend_and_says_the_locations_are_means(tmp_p
     title = fig._suptitle.get_text()
     assert "mean locations" in title and "not sampled" in title
     assert plot_glimpse_grid(result, task, tmp_path / "g.png").stat().st_size > 0
+
+
+def test_readme_quick_start_sets_the_data_folder_once_and_speaks_of_this_project():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = quick_start.split("```bash", 1)[1].split("```", 1)[0]
+    assert commands.lstrip().startswith("export RAM_DATA_DIR=")
+    assert "RAM_DATA_DIR=" not in commands.split("\n", 2)[-1]  # set once, not per command
+    assert "ram-train" in readme and "ram-evaluate" in readme and "--threads" in readme
+    for internal in ("REFERENCE", "the issue", "issue's"):
+        assert internal not in readme
