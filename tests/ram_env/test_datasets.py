@@ -458,3 +458,10 @@ def test_tiny():
         assert ds.n_classes == 4 and set(ds.labels.tolist()) == {0, 1, 2, 3}
         assert (ds.images.reshape(len(ds), -1).max(axis=1) >= 128).all()
     assert not np.array_equal(D.load_dataset("tiny", "validation").images, D.load_dataset("tiny", "test").images)
+
+
+@needs_real
+def test_suite_hands_child_processes_an_absolute_data_dir():
+    """tests/conftest.py resolves a relative RAM_DATA_DIR once, so subprocesses started in other directories (the
+    torchrun and command-line tests) find the data."""
+    assert Path(os.environ["RAM_DATA_DIR"]).is_absolute()
