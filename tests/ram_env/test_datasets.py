@@ -274,10 +274,11 @@ def test_relative_data_dir_is_resolved_when_read(tmp_path, monkeypatch):
     _write_idx_set(tmp_path / "data" / "mnist", 12, 4, 3)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAM_DATA_DIR", "data")
-    assert D.data_root() == tmp_path / "data" and D.data_root().is_absolute()
-    assert D.data_root("data/mnist") == tmp_path / "data" / "mnist"
+    root = tmp_path.resolve()  # resolve(): tmp_path may lie behind a symbolic link
+    assert D.data_root() == root / "data" and D.data_root().is_absolute()
+    assert D.data_root("data/mnist") == root / "data" / "mnist"
     monkeypatch.setenv("RAM_DATA_DIR", "~/x/../y")
-    assert D.data_root() == Path.home() / "y"
+    assert D.data_root() == (Path.home() / "y").resolve()
 
 
 def test_idx_dataset_count_mismatch(tmp_path):
