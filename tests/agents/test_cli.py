@@ -175,7 +175,7 @@ def test_resume_hint_says_where_the_data_is(monkeypatch, tmp_path):
     monkeypatch.setenv("RAM_DATA_DIR", "data")
     monkeypatch.setattr(sys, "argv", ["train_agent.py"])
     said = str(TrainingInterrupted(Path("run/last.pt")))
-    assert f"continue with: RAM_DATA_DIR={tmp_path / 'data'} python train_agent.py --resume run/last.pt" in said
+    assert f"continue with: RAM_DATA_DIR={Path.cwd() / 'data'} python train_agent.py --resume run/last.pt" in said
     monkeypatch.delenv("RAM_DATA_DIR")
     monkeypatch.setattr(sys, "argv", ["/venv/bin/ram-train"])
     said = str(TrainingInterrupted(Path("run/last.pt")))
