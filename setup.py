@@ -14,6 +14,8 @@ setup(
     install_requires=[
         "gymnasium>=1.1",
         "stable-baselines3>=2.4",
+        # sb3-contrib: TRPO, TQC, RecurrentPPO and auxppo (--algo), imported by agents.sb3.
+        "sb3-contrib>=2.4",
         # The oldest versions run: 2.11 (the CUDA benchmarks) and 2.13 (CI); fused CPU Adam needs 2.4 or later.
         "torch>=2.11",
         "numpy>=1.24",
@@ -24,8 +26,9 @@ setup(
         "pillow>=9",
     ],
     extras_require={
-        "contrib": ["sb3-contrib>=2.4"],
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "sb3-contrib>=2.4"],
+        # Kept so that `pip install -e ".[contrib]"` still works: sb3-contrib is now a base dependency.
+        "contrib": [],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": [

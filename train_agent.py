@@ -5,7 +5,8 @@
     python train_agent.py --resume runs/<run>          # the run's own settings; flags given here override them
 
 ``--algo ram`` (default) trains the paper's agent (agents.trainer); any other name is a stable-baselines3 or
-sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag.
+sb3-contrib algorithm (agents.sb3). ``--help`` lists every flag. ``--threads`` (default ``auto``: ``$OMP_NUM_THREADS``
+if set, else 1) fixes torch's CPU threads before anything runs (agents.threads).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_command_line(argv)
         if config is None:
             return
+        from agents.threads import set_threads
+
+        set_threads(config.threads)
         # SIGINT/SIGTERM: checkpoint at the next update and exit 130 (handlers live here, never in library code).
         with stop_on_signals() as stop:
             if config.algo == "ram":

@@ -39,11 +39,17 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its ``last.pt``)."""
+def resolve_checkpoint_path(path: str | os.PathLike, prefer: str = "last") -> Path:
+    """A checkpoint file, or a run directory: its ``last.pt`` (``prefer="last"``, what ``--resume`` continues), or
+    its ``best.pt`` when it exists and else ``last.pt`` (``prefer="best"``, what ``evaluate.py`` scores)."""
+    if prefer not in ("last", "best"):
+        raise ValueError(f"prefer must be 'last' or 'best', got {prefer!r}")
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt"
+        names = ("best.pt", "last.pt") if prefer == "best" else ("last.pt",)
+        path = next((path / n for n in names if (path / n).is_file()), path / names[-1])
+        if not path.is_file():
+            raise UserError(f"run directory {path.parent} holds no {' or '.join(names)}; pass a .pt file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a .pt file or a run directory holding last.pt")
     return path

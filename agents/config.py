@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -22,8 +24,34 @@ class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the message says how to resume."""
 
     def __init__(self, checkpoint) -> None:
-        super().__init__(f"interrupted; checkpoint written to {checkpoint}; continue with --resume {checkpoint}")
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}; {resume_hint(checkpoint)}")
         self.checkpoint = checkpoint
+
+
+def resume_hint(checkpoint) -> str:
+    """How to continue from ``checkpoint``, with the data location this run used (a command that works as printed)."""
+    program = sys.argv[0] if sys.argv and sys.argv[0] else "train_agent.py"
+    program = f"python {program}" if program.endswith(".py") else os.path.basename(program)
+    data = os.environ.get("RAM_DATA_DIR")
+    if data:
+        return (
+            f"continue with: RAM_DATA_DIR={os.path.abspath(os.path.expanduser(data))} {program} --resume {checkpoint}"
+        )
+    return (
+        f"continue with: {program} --resume {checkpoint} (set RAM_DATA_DIR=<folder holding mnist/ or omniglot/> "
+        "first if the data set is not in ~/.cache/ram_env or in the run's data_dir=...)"
+    )
+
+
+#: ``--algo`` names: the RAM agent, then the stable-baselines3 / sb3-contrib table of :data:`agents.sb3.ALGORITHMS`
+#: (listed here so that ``--help`` need not import stable-baselines3; a test keeps the two in step).
+ALGO_NAMES = ("ram", "ppo", "a2c", "trpo", "sac", "td3", "ddpg", "tqc", "recurrentppo", "auxppo")
+
+DATA_HELP = (
+    "Data sets are read from the data_dir environment argument, else from $RAM_DATA_DIR (point it at the folder "
+    "holding mnist/ and omniglot/, e.g. export RAM_DATA_DIR=/path/to/data), else from ~/.cache/ram_env, where MNIST "
+    "and CIFAR-10 are downloaded when missing."
+)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best in the table below
@@ -35,10 +63,17 @@ class TrainConfig:
     """Everything a training run needs; written as ``config.json`` beside the run's outputs."""
 
     env: str = _f("RAM/MNIST-v0", "registered environment id")
-    algo: str = _f("ram", "'ram' (the paper's agent) or a stable-baselines3 / sb3-contrib algorithm name")
+    algo: str = _f(
+        "ram", "'ram' (the paper's agent) or a stable-baselines3 / sb3-contrib algorithm: " + ", ".join(ALGO_NAMES[1:])
+    )
     preset: str | None = _f(None, "a named setting from the paper's tables (see --list-presets)")
     seed: int = _f(1, "seed of the run (data order, initial locations, location noise, weights)")
     device: str = _f("auto", "auto, cpu or cuda (auto picks cuda when available)", choices=("auto", "cpu", "cuda"))
+    threads: str = _f(
+        "auto",
+        "torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1 (more threads than free cores make "
+        "training many times slower when other processes share the machine)",
+    )
     output: str | None = _f(None, "run directory (default: runs/<env>__<preset or algo>__<seed>__<time>)")
     epochs: int = _f(100, "passes over the training split")
     resume: str | None = _f(None, "continue the run of this checkpoint (a .pt file or a run directory)")
@@ -105,6 +140,12 @@ class TrainConfig:
             raise UserError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise UserError(f"--time-limit must be > 0 minutes, got {self.time_limit}")
+        from agents.threads import parse_threads
+
+        try:
+            parse_threads(self.threads)
+        except ValueError as err:
+            raise UserError(f"--{err}") from None
 
 
 def parse_env_args(text: str | None) -> dict[str, Any]:
@@ -129,7 +170,7 @@ def _preset(env: str, glimpses: int, **extra: Any) -> dict[str, Any]:
     return {"env": env, "glimpses": glimpses, **extra}
 
 
-# One preset per row of REFERENCE.md's table: <task>-<glimpses>g.
+# One preset per row of the paper's tables (Mnih et al. 2014): <task>-<glimpses>g.
 PRESETS: dict[str, dict[str, Any]] = {
     **{f"mnist-{n}g": _preset("RAM/MNIST-v0", n, epochs=200) for n in (2, 4, 6, 7)},
     **{f"translated60-{n}g": _preset("RAM/TranslatedMNIST60-v0", n, epochs=200) for n in (4, 6, 8)},
@@ -141,26 +182,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The ``train_agent.py`` command line; ``prog`` defaults to the name it was started by (``ram-train``, ...)."""
     parser = argparse.ArgumentParser(
-        prog="train_agent.py",
+        prog=prog,
         description="Train a hard-attention agent (the RAM agent or a stable-baselines3 algorithm) on a glimpse task.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=DATA_HELP,
     )
     hints = get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         kind = hints[f.name]
         kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name, "default": argparse.SUPPRESS}
+        # Each default is printed once: by the help text itself where it explains it, else here (None says nothing).
+        if f.default is not None and "default" not in kwargs["help"]:
+            kwargs["help"] += f" (default: {f.default})"
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-            kwargs["help"] += f" (default: {f.default})"
         else:
             base = next((t for t in (int, float, str) if t in getattr(kind, "__args__", (kind,))), str)
             kwargs["type"] = base
-            kwargs["metavar"] = f.name.upper()
-            kwargs["help"] += f" (default: {f.default})"
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
+            else:
+                kwargs["metavar"] = f.name.upper()
         parser.add_argument(f"--{_flag(f.name)}", **kwargs)
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     return parser

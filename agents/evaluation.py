@@ -110,12 +110,18 @@ class EvaluationResult:
     locations: np.ndarray  # (images, T, 2) mean-location glimpse paths
     monte_carlo: str = MC_AVERAGE  # how the M samples of an image were combined
 
-    def per_class_error(self, n_classes: int) -> list[float]:
-        """Monte Carlo error in percent for each class (NaN for a class absent from the split)."""
+    def per_class_error(self, n_classes: int, kind: str = "monte_carlo") -> list[float]:
+        """Error in percent for each class (NaN for a class absent from the split).
+
+        :param kind: ``"monte_carlo"`` (the M-sample predictions) or ``"mean_location"`` (the deterministic pass).
+        """
+        if kind not in ("monte_carlo", "mean_location"):
+            raise ValueError(f"unknown kind of error {kind!r}; choose monte_carlo or mean_location")
+        predictions = self.predictions if kind == "monte_carlo" else self.predictions_mean_location
         out = []
         for c in range(n_classes):
             mask = self.labels == c
-            out.append(float(100.0 * (self.predictions[mask] != c).mean()) if mask.any() else math.nan)
+            out.append(float(100.0 * (predictions[mask] != c).mean()) if mask.any() else math.nan)
         return out
 
     def confusion(self, n_classes: int) -> np.ndarray:
@@ -248,6 +254,7 @@ def make_report(payload: dict, result: EvaluationResult, split: str, n_classes: 
         "error_sampled": result.error_sampled,
         "error_mean_location": result.error_mean_location,
         "error_monte_carlo": result.error_monte_carlo,
-        "per_class_error": result.per_class_error(n_classes),
+        "per_class_error_mean_location": result.per_class_error(n_classes, "mean_location"),
+        "per_class_error_monte_carlo": result.per_class_error(n_classes, "monte_carlo"),
         "checkpoint_epoch": payload.get("epoch"),
     }

@@ -8,7 +8,7 @@ import numpy as np
 
 from agents.evaluation import EvaluationResult
 from ram_env.canvas import compose_numpy
-from ram_env.render import draw_episode
+from ram_env.render import PATH_COLOUR, draw_episode, step_colours
 from ram_env.task import Task
 
 
@@ -48,14 +48,17 @@ def plot_confusion(result: EvaluationResult, n_classes: int, path: Path, title: 
     return path
 
 
-def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count: int = 16, seed: int = 0) -> Path:
-    """Sample images with their mean-location glimpse paths (boxes at all scales; the last glimpse in red)."""
+def glimpse_grid_figure(result: EvaluationResult, task: Task, *, count: int = 16, seed: int = 0):
+    """The figure of :func:`plot_glimpse_grid` (a matplotlib ``Figure``; the caller closes it)."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(result.images, size=min(count, result.images), replace=False))
     cols = 4
     rows = -(-len(chosen) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows + 0.9), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), chosen, strict=False):  # more axes than images
@@ -67,7 +70,37 @@ def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count
             fontsize=9,
             color="k" if pred == result.labels[i] else "r",
         )
-    fig.tight_layout()
+    steps = result.locations.shape[1]
+    first = "random" if task.config.initial_location == "random" else "the centre"
+    fig.suptitle(
+        f"Glimpse paths at the policy's mean locations (deterministic, not sampled); glimpse 1 at {first}.\n"
+        "Boxes: every scale of each glimpse; predictions from the mean-location pass (red title: wrong).",
+        fontsize=10,
+    )
+    handles = [
+        Patch(
+            facecolor="none",
+            edgecolor=colour / 255,
+            linewidth=2,
+            label=f"glimpse {t + 1}" + (" (last)" if t == steps - 1 else ""),
+        )
+        for t, colour in enumerate(step_colours(steps))
+    ]
+    handles.append(Line2D([], [], color=PATH_COLOUR / 255, linewidth=2, label="path"))
+    # On grey, so that the white glimpse of the palette shows.
+    legend = fig.legend(
+        handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, facecolor="0.3"
+    )
+    for text in legend.get_texts():
+        text.set_color("white")
+    return fig
+
+
+def plot_glimpse_grid(result: EvaluationResult, task: Task, path: Path, *, count: int = 16, seed: int = 0) -> Path:
+    """Sample images with their mean-location glimpse paths (boxes at all scales; the last glimpse in red), a
+    legend of the glimpse colours, and a title saying the locations are the policy's means."""
+    plt = _pyplot()
+    fig = glimpse_grid_figure(result, task, count=count, seed=seed)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -52,7 +52,7 @@ FIXED_ON_RESUME = (
 )
 
 #: Fields that belong to one invocation, not to the run: a resumed run takes them from its own command line only.
-PER_INVOCATION = ("resume", "overwrite", "time_limit")
+PER_INVOCATION = ("resume", "overwrite", "time_limit", "threads")
 
 RUN_FILES = ("config.json", "last.pt", "best.pt", "history.jsonl", "summary.json", "tb")
 
@@ -171,7 +171,7 @@ def resume_config(explicit: dict[str, Any]) -> TrainConfig:
 
     Prints what is resumed (checkpoint, epoch, update) and every setting the command line changes. A flag that would
     change the task or the model's weights (:data:`FIXED_ON_RESUME`) is refused; :data:`PER_INVOCATION` settings
-    (``--time-limit``, ``--overwrite``) come from this command line alone.
+    (``--time-limit``, ``--overwrite``, ``--threads``) come from this command line alone.
     """
     path = explicit["resume"]
     state = load_checkpoint(path)

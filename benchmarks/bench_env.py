@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import ram_env  # noqa: F401  (registers the ids)
+from agents.threads import set_threads
 from ram_env.sensor import glimpse_from_integral, glimpse_torch, integral_image
 
 VECTOR_SIZES = (1, 64, 1024, 8192)
@@ -184,10 +185,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="vector steps timed per size (rounded to episodes)")
     parser.add_argument("--device", default="cpu", help="torch device of the vector env and the sensor")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
+    )
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     env_id = args.env if args.env.startswith("ram_env:") else f"ram_env:{args.env}"
     device = torch.device(args.device)
 

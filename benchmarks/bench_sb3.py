@@ -23,6 +23,7 @@ import torch
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
 from agents.sb3 import ALGORITHMS, evaluate_sb3_checkpoint, train_sb3
+from agents.threads import set_threads
 
 DEFAULT_ALGOS = ("ppo", "a2c", "sac", "td3", "recurrentppo", "auxppo")
 
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sb3"))
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
+    )
     args = parser.parse_args(argv)
+    set_threads(args.threads)
 
     rows = []
     for algo in args.algos:

@@ -28,6 +28,7 @@ import torch
 
 from agents.config import resolve_config
 from agents.runs import hardware_name
+from agents.threads import set_threads
 from agents.trainer import RAMTrainer
 
 
@@ -126,7 +127,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
+    )
     args = parser.parse_args()
+    set_threads(args.threads)
     device = torch.device(args.device)
     header = {
         "date": datetime.date.today().isoformat(),

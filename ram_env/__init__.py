@@ -14,7 +14,7 @@ from ram_env.task import TaskConfig
 
 __all__ = ["BENCHMARKS", "TaskConfig", "register_envs"]
 
-# id -> default arguments; the glimpse geometry is the paper's for each benchmark (REFERENCE.md).
+# id -> default arguments; the glimpse geometry is the paper's for each benchmark (Mnih et al. 2014).
 BENCHMARKS: dict[str, dict] = {
     "RAM/MNIST-v0": dict(dataset="mnist", glimpses=6, glimpse_size=8, num_scales=1),
     "RAM/TranslatedMNIST60-v0": dict(dataset="mnist", canvas_size=60, glimpses=6, glimpse_size=12, num_scales=3),

@@ -20,7 +20,9 @@ Data sets and splits
     ``t10k-labels-idx1-ubyte.gz`` (uncompressed copies without ``.gz`` are
     accepted too). Splits as in deepmind/mnist-cluttered: train = first 50,000
     images of the training file, validation = last 10,000, test = the 10,000
-    t10k images. Images ``(N, 1, 28, 28)``. Missing files are downloaded (unless
+    t10k images. The train and validation splits read only the two training
+    files, the test split only the two t10k files. Images ``(N, 1, 28, 28)``.
+    Missing files (of the split asked for) are downloaded (unless
     ``download=False``) into ``cache_dir()/mnist/`` from the mirrors in
     :data:`MNIST_MIRRORS`, tried in order, and checked against the well-known md5
     of each ``.gz``. Local files are not md5-checked, but their structure is
@@ -29,8 +31,10 @@ Data sets and splits
     Any other data set in MNIST's IDX format and file names (e.g. Fashion-MNIST)
     in ``<directory>``. Same code path; validation = the last
     ``round(n_train / 6)`` images of the training file (exactly 10,000 for
-    60,000), train = the rest; test = the t10k files.
-    ``n_classes = max label + 1``. Never downloaded.
+    60,000), train = the rest; test = the t10k files. As for MNIST, each
+    split reads only its own files, except that the test split also reads
+    the training labels (when present) to count the classes alike:
+    ``n_classes = max training label + 1``. Never downloaded.
 ``"omniglot"``
     Read from ``omniglot/images_background.npz`` and ``images_evaluation.npz``
     (arrays ``images`` (n_chars, 20, 105, 105) bool with True = white
@@ -72,7 +76,9 @@ For data set ``<name>`` (``mnist``, ``omniglot``, ``cifar10``), in order:
    ``~/.cache/ram_env``), where downloads go.
 
 For CIFAR-10 each of these may be either the folder holding
-``cifar-10-batches-py/`` or that folder itself.
+``cifar-10-batches-py/`` or that folder itself. A relative ``data_dir`` or
+``$RAM_DATA_DIR`` is resolved against the working directory when it is read
+(:func:`data_root`).
 
 Anything missing, truncated or corrupt raises :class:`DatasetError` with a
 message that names the file and says how to fix it.
@@ -178,11 +184,26 @@ class ImageDataset:
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The explicit ``data_dir``, else ``$RAM_DATA_DIR``, else None."""
+    """The explicit ``data_dir``, else ``$RAM_DATA_DIR``, else None; as an absolute path.
+
+    A relative path is resolved against the working directory when it is read, so a data set found once is found
+    again by the same process after a ``chdir``, and the absolute path can be handed to child processes that run
+    elsewhere.
+    """
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return Path(data_dir).expanduser().resolve()
     env = os.environ.get("RAM_DATA_DIR")
-    return Path(env).expanduser() if env else None
+    return Path(env).expanduser().resolve() if env else None
+
+
+def _pointing_hint(name: str) -> str:
+    """How to point the loader at the files of data set ``name`` (for error messages)."""
+    env = os.environ.get("RAM_DATA_DIR")
+    now = f"now {data_root()}" if env else "now unset"
+    return (
+        f"Set RAM_DATA_DIR=<folder holding {name}/> ({now}), or pass data_dir=<folder> to gym.make "
+        f"(train_agent.py --env-args data_dir=<folder>)."
+    )
 
 
 def cache_dir() -> Path:
@@ -316,11 +337,16 @@ _IDX_NAMES = {
 }
 
 
-def _find_idx_files(d: Path) -> tuple[dict[str, Path], list[str]]:
-    """Map of the IDX files found in ``d`` (.gz preferred) and the missing ones."""
+#: the IDX files of each part: train and validation come from the training files, test from the t10k files.
+_IDX_PARTS = {"train": ("train_images", "train_labels"), "test": ("test_images", "test_labels")}
+
+
+def _find_idx_files(d: Path, keys: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
+    """Map of the IDX files ``keys`` (of :data:`_IDX_NAMES`) found in ``d`` (.gz preferred) and the missing ones."""
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for key, stem in _IDX_NAMES.items():
+    for key in keys:
+        stem = _IDX_NAMES[key]
         for name in (stem + ".gz", stem):
             if (d / name).is_file():
                 found[key] = d / name
@@ -343,62 +369,68 @@ def _download_mnist(dest_dir: Path, missing: list[str]) -> None:
             raise DatasetError(f"could not download {fname} from any mirror:\n  " + "\n  ".join(errors))
 
 
-def _load_idx_set(name: str, dirs: list[Path], n_classes: int | None, download_dir: Path | None) -> tuple[dict, int]:
-    """Load an MNIST-like IDX set from the first directory holding all four files."""
+def _load_idx_set(
+    name: str, dirs: list[Path], n_classes: int | None, download_dir: Path | None, part: str
+) -> tuple[dict, int]:
+    """Load one part (``"train"``: train and validation; ``"test"``) of an MNIST-like IDX set from the first
+    directory holding that part's two files. The other part's files are not read (a damaged test file does not
+    stop training), except that the test part of an ``idx:`` set reads the training labels, when present, so that
+    both parts count the same classes."""
+    keys = _IDX_PARTS[part]
     report = []
     files: dict[str, Path] | None = None
     for d in dirs:
-        found, missing = _find_idx_files(d)
+        found, missing = _find_idx_files(d, keys)
         if not missing:
             files = found
             break
         report.append(f"  - {d}: missing {', '.join(missing)}")
     if files is None and download_dir is not None:
-        _, missing = _find_idx_files(download_dir)
+        _, missing = _find_idx_files(download_dir, keys)
         try:
             _download_mnist(download_dir, missing)
         except DatasetError as e:
             report.append(f"download into {download_dir} failed: {e}")
         else:
-            files = _find_idx_files(download_dir)[0]
+            files = _find_idx_files(download_dir, keys)[0]
     if files is None:
-        where = "$RAM_DATA_DIR/mnist/" if name == "mnist" else f"{dirs[0]}"
+        hint = _pointing_hint("mnist") if name == "mnist" else f"Put the files in {dirs[0]}."
         raise DatasetError(
-            f"{name}: IDX files not found. Needed: "
-            + ", ".join(s + ".gz" for s in _IDX_NAMES.values())
+            f"{name}: IDX files of the {part} split not found. Needed: "
+            + ", ".join(_IDX_NAMES[k] + ".gz" for k in keys)
             + " (or uncompressed, without .gz). Searched:\n"
             + "\n".join(report)
-            + f"\nPut the files in {where} or pass data_dir=<directory holding them>."
+            + f"\n{hint}"
         )
 
-    arrays = {key: read_idx(p) for key, p in files.items()}
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        pi, pl = files[f"{part}_images"], files[f"{part}_labels"]
-        if images.ndim != 3 or labels.ndim != 1:
-            raise DatasetError(f"{name}: {pi} must hold images (3 dims) and {pl} labels (1 dim)")
-        if images.shape[0] != labels.shape[0]:
-            raise DatasetError(f"{name}: {pi} has {images.shape[0]} images but {pl} has {labels.shape[0]} labels")
-        if name == "mnist" and images.shape[1:] != (28, 28):
-            raise DatasetError(f"mnist: {pi} has images of size {images.shape[1:]}, expected 28x28")
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DatasetError(f"{name}: train and test images differ in size")
+    pi, pl = files[keys[0]], files[keys[1]]
+    images, labels = read_idx(pi), read_idx(pl)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DatasetError(f"{name}: {pi} must hold images (3 dims) and {pl} labels (1 dim)")
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{name}: {pi} has {images.shape[0]} images but {pl} has {labels.shape[0]} labels")
+    if name == "mnist" and images.shape[1:] != (28, 28):
+        raise DatasetError(f"mnist: {pi} has images of size {images.shape[1:]}, expected 28x28")
     if n_classes is None:
-        n_classes = int(max(arrays["train_labels"].max(initial=0), arrays["test_labels"].max(initial=0))) + 1
-    for part in ("train", "test"):
-        if arrays[f"{part}_labels"].max(initial=0) >= n_classes:
-            raise DatasetError(f"{name}: {files[f'{part}_labels']} has labels >= {n_classes}")
+        n_classes = int(labels.max(initial=0)) + 1
+        if part == "test":
+            train_labels, _ = _find_idx_files(pi.parent, ("train_labels",))
+            if train_labels:
+                n_train_classes = int(read_idx(train_labels["train_labels"]).max(initial=0)) + 1
+                if n_classes > n_train_classes:
+                    raise DatasetError(
+                        f"{name}: {pl} has labels up to {n_classes - 1}, but the training labels only up to "
+                        f"{n_train_classes - 1}"
+                    )
+                n_classes = n_train_classes
+    if labels.max(initial=0) >= n_classes:
+        raise DatasetError(f"{name}: {pl} has labels >= {n_classes}")
 
-    n_train = arrays["train_images"].shape[0]
-    n_val = round(n_train / 6)
-    cut = n_train - n_val
-    train_x = arrays["train_images"][:, None]
-    train_y = arrays["train_labels"].astype(np.int64)
-    return {
-        "train": (train_x[:cut], train_y[:cut]),
-        "validation": (train_x[cut:], train_y[cut:]),
-        "test": (arrays["test_images"][:, None], arrays["test_labels"].astype(np.int64)),
-    }, n_classes
+    x, y = images[:, None], labels.astype(np.int64)
+    if part == "test":
+        return {"test": (x, y)}, n_classes
+    cut = x.shape[0] - round(x.shape[0] / 6)
+    return {"train": (x[:cut], y[:cut]), "validation": (x[cut:], y[cut:])}, n_classes
 
 
 # -------------------------------------------------------------------------- Omniglot
@@ -487,8 +519,9 @@ def _load_omniglot(dirs: list[Path]) -> tuple[dict, int]:
             "images_evaluation/ unzipped from the official images_background.zip and "
             "images_evaluation.zip (github.com/brendenlake/omniglot, python/). Searched:\n"
             + _fmt_dirs(dirs)
-            + "\nPut them in $RAM_DATA_DIR/omniglot/ or pass data_dir. Omniglot is not downloaded "
-            "automatically."
+            + "\n"
+            + _pointing_hint("omniglot")
+            + " Omniglot is not downloaded automatically."
         )
     sets, n_classes = source
     out = {}
@@ -587,7 +620,8 @@ def _load_cifar(dirs: list[Path], download_dir: Path | None) -> tuple[dict, int]
             f"cifar10: {_CIFAR_DIR}/ (data_batch_1..5, test_batch) not found. Searched:\n"
             + _fmt_dirs(dirs)
             + error
-            + f"\nGet {CIFAR10_URL}, extract it into $RAM_DATA_DIR/cifar10/, or pass data_dir."
+            + f"\nGet {CIFAR10_URL} and extract it into a folder cifar10/. "
+            + _pointing_hint("cifar10")
         )
     train = [_read_cifar_batch(folder / f) for f in _CIFAR_TRAIN]
     train_x = np.concatenate([x for x, _ in train])
@@ -633,21 +667,25 @@ def _load_tiny() -> tuple[dict, int]:
 # ------------------------------------------------------------------------ entry point
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _load_all(
-    name: str, data_dir: str | None, env_root: str | None, cache: str, download: bool
+    name: str, data_dir: str | None, env_root: str | None, cache: str, download: bool, part: str
 ) -> dict[str, ImageDataset]:
-    """Load all splits of one data set; cached on the resolved arguments."""
+    """Load the splits of one data set that ``part`` covers; cached on the resolved arguments.
+
+    ``part`` is ``"train"`` (the train and validation splits) or ``"test"``: IDX sets (``mnist``, ``idx:``) read only
+    that part's files. The other loaders read every split whatever the part (their files are not split so).
+    """
     if name == "tiny":
         splits, n_classes = _load_tiny()
     elif name.startswith("idx:"):
         d = Path(name[4:]).expanduser()
-        splits, n_classes = _load_idx_set(name, [d], None, None)
+        splits, n_classes = _load_idx_set(name, [d], None, None, part)
     else:
         dirs = _candidate_dirs(name, data_dir, env_root, cache)
         download_dir = Path(cache) / name if download else None
         if name == "mnist":
-            splits, n_classes = _load_idx_set(name, dirs, 10, download_dir)
+            splits, n_classes = _load_idx_set(name, dirs, 10, download_dir, part)
         elif name == "omniglot":
             splits, n_classes = _load_omniglot(dirs)
         else:
@@ -679,21 +717,24 @@ def load_dataset(
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS} or 'idx:<directory>'")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    # The IDX sets read the training files for train and validation and the t10k files for test; the others read
+    # all their files at once, so one cache entry serves every split.
+    part = "test" if split == "test" and (name == "mnist" or name.startswith("idx:")) else "train"
     if name == "tiny":
         key: tuple = (name, None, None, "", False)
     elif name.startswith("idx:"):
         key = ("idx:" + str(Path(name[4:]).expanduser().resolve()), None, None, "", False)
     else:
-        explicit = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
+        explicit = str(data_root(data_dir)) if data_dir is not None else None
         env = data_root(None)
         key = (
             name,
             explicit,
-            str(env.resolve()) if env is not None else None,
+            str(env) if env is not None else None,
             str(cache_dir().resolve()),
             bool(download) and name != "omniglot",
         )
-    return _load_all(*key)[split]
+    return _load_all(*key, part)[split]
 
 
 def clear_cache() -> None:

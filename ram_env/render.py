@@ -15,6 +15,17 @@ _PALETTE = np.array(
     [[255, 200, 0], [0, 200, 255], [0, 255, 120], [255, 120, 255], [255, 255, 255], [160, 160, 255]], dtype=np.uint8
 )
 _LAST = np.array([255, 40, 40], dtype=np.uint8)
+#: colour of the line joining successive glimpse centres (RGB).
+PATH_COLOUR = np.array([255, 255, 0], dtype=np.uint8)
+
+
+def step_colours(steps: int) -> np.ndarray:
+    """``(steps, 3)`` uint8 RGB colour of each glimpse of an episode of ``steps`` glimpses, as :func:`draw_episode`
+    draws them (the palette cycled, the last glimpse red); for legends."""
+    colours = _PALETTE[np.arange(steps) % len(_PALETTE)].copy()
+    if steps:
+        colours[-1] = _LAST
+    return colours
 
 
 def draw_episode(canvas: np.ndarray, locations: np.ndarray, sensor: SensorSpec, *, min_side: int = 256) -> np.ndarray:
@@ -34,8 +45,9 @@ def draw_episode(canvas: np.ndarray, locations: np.ndarray, sensor: SensorSpec, 
     image = image.repeat(f, axis=0).repeat(f, axis=1)  # (H*f, W*f, 3)
     locations = np.asarray(locations, dtype=np.float64).reshape(-1, 2)
     centres = []
+    colours = step_colours(len(locations))
     for t, loc in enumerate(locations):
-        colour = _LAST if t == len(locations) - 1 else _PALETTE[t % len(_PALETTE)]
+        colour = colours[t]
         for i in range(sensor.num_scales):
             p = sensor.patch_size(i)
             x0 = int(patch_start(loc[0], width, p)) * f
@@ -43,7 +55,7 @@ def draw_episode(canvas: np.ndarray, locations: np.ndarray, sensor: SensorSpec, 
             _rectangle(image, x0, y0, p * f, colour)
         centres.append(((loc[0] + 1) / 2 * width * f, (loc[1] + 1) / 2 * height * f))
     for (xa, ya), (xb, yb) in zip(centres[:-1], centres[1:], strict=True):
-        _line(image, xa, ya, xb, yb, np.array([255, 255, 0], dtype=np.uint8))
+        _line(image, xa, ya, xb, yb, PATH_COLOUR)
     return image
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -19,6 +20,8 @@ from ram_env.datasets import SPLITS, ImageDataset, load_dataset
 from ram_env.sensor import SensorSpec
 
 INITIAL_LOCATIONS = ("random", "center")
+#: a largest patch wider than this many canvas sides draws a warning (see :meth:`TaskConfig.check_glimpse_fits`).
+MAX_PATCH_TO_CANVAS = 4
 _SPLIT_STREAM = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -68,6 +71,32 @@ class TaskConfig:
             raise ValueError(
                 f"unknown initial_location {self.initial_location!r}; choose one of {', '.join(INITIAL_LOCATIONS)}"
             )
+        if self.canvas_size is not None:  # else the canvas is the image, checked by Task once the data is loaded
+            self.check_glimpse_fits(self.canvas_size, self.canvas_size)
+
+    def check_glimpse_fits(self, canvas_h: int, canvas_w: int) -> None:
+        """Warn when the glimpse is larger than the canvas, or its largest patch more than
+        :data:`MAX_PATCH_TO_CANVAS` times the canvas side: legal, but mostly zero padding, and usually a mistake."""
+        try:
+            sensor = self.sensor
+        except (TypeError, ValueError):
+            return  # a bad geometry is reported where the sensor is built
+        side = min(canvas_h, canvas_w)
+        if self.glimpse_size > side:
+            warnings.warn(
+                f"glimpse_size {self.glimpse_size} is larger than the {canvas_h} x {canvas_w} canvas: every patch "
+                "covers the whole image and the location hardly matters; use a glimpse_size below the canvas side",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif sensor.largest_patch > MAX_PATCH_TO_CANVAS * side:
+            warnings.warn(
+                f"the largest patch of the glimpse ({self.glimpse_size} x {self.scale}^{self.num_scales - 1} = "
+                f"{sensor.largest_patch} pixels) is more than {MAX_PATCH_TO_CANVAS}x the {canvas_h} x {canvas_w} "
+                "canvas: it is mostly zero padding; use fewer num_scales or a smaller scale",
+                UserWarning,
+                stacklevel=3,
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> TaskConfig:
@@ -103,6 +132,8 @@ class Task:
         self.channels, self.image_h, self.image_w = self.data.images.shape[1:]
         config.canvas.validate(self.image_h, self.image_w)
         self.canvas_h, self.canvas_w = config.canvas.side(self.image_h, self.image_w)
+        if config.canvas_size is None:
+            config.check_glimpse_fits(self.canvas_h, self.canvas_w)
         self.action_form = ActionForm(config.action_form, self.data.n_classes, config.grid_size)
 
     @property

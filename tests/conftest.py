@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 import ram_env
+from agents.threads import set_threads
+from ram_env.datasets import data_root
 
 _MNIST_STEMS = (
     "train-images-idx3-ubyte",
@@ -52,6 +54,11 @@ def has_omniglot() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # One torch thread unless OMP_NUM_THREADS says otherwise (the suite's processes share the cores), and an absolute
+    # RAM_DATA_DIR, so that child processes started in other directories (torchrun, the CLI tests) find the data.
+    set_threads("auto")
+    if os.environ.get("RAM_DATA_DIR"):
+        os.environ["RAM_DATA_DIR"] = str(data_root())
     config.addinivalue_line("markers", "requires_mnist: needs real MNIST in $RAM_DATA_DIR/mnist/")
     config.addinivalue_line("markers", "requires_omniglot: needs real Omniglot in $RAM_DATA_DIR/omniglot/")
 

@@ -215,9 +215,12 @@ class _RecordAux(BaseCallback):
         return True
 
 
-@pytest.mark.requires_mnist
 def test_auxiliary_cross_entropy_trains_the_classifier():
-    venv = make_sb3_vec_env(n_envs=64, action_form="grid", observation_form="glimpse", glimpses=6)
+    """On the tiny set (4 classes, chance 25 %), 4,500 steps (11 updates) take the auxiliary cross-entropy from ln 4
+    to 0.77-1.04 and the classifier's accuracy to 51-68 % (seeds 0-4, one thread, measured); the thresholds sit
+    well below that spread. (The earlier MNIST version moved its statistics by less than their run-to-run noise:
+    with one thread, seed 0 fell short of them.)"""
+    venv = make_sb3_vec_env(n_envs=64, action_form="grid", observation_form="glimpse", **TINY)
     model = agents.sb3.AuxiliaryRecurrentPPO(
         "MultiInputLstmPolicy",
         venv,
@@ -229,14 +232,14 @@ def test_auxiliary_cross_entropy_trains_the_classifier():
         policy_kwargs={"features_extractor_class": agents.sb3.GlimpseFeaturesExtractor},
     )
     record = _RecordAux()
-    model.learn(12_000, callback=record)
+    model.learn(4_500, callback=record)
     history = record.history
-    assert len(history) >= 5
+    assert len(history) >= 10
     first_ce, _ = history[0]
     last_ce = np.mean([ce for ce, _ in history[-3:]])
     last_acc = np.mean([acc for _, acc in history[-3:]])
-    assert first_ce > 2.0 and math.isfinite(last_ce)  # ~ln(10) untrained
-    assert last_ce < first_ce - 0.05 and last_acc > 0.15, history  # chance is 0.1
+    assert first_ce > 1.3 and math.isfinite(last_ce)  # ~ln(4) untrained
+    assert last_ce < first_ce - 0.15 and last_acc > 0.35, history  # chance is 0.25
 
 
 # ------------------------------------------------------------------------------------------------ README snippet
@@ -261,3 +264,19 @@ def test_readme_snippet_runs():
     namespace: dict = {}
     exec(compile(README_SNIPPET, "README snippet", "exec"), namespace)
     assert namespace["actions"].shape == (16, 3)
+
+
+def test_sb3_contrib_is_a_base_dependency():
+    """``pip install -e .`` alone must be enough for every --algo (agents.sb3 imports sb3_contrib at the top)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kwargs = {
+        k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")
+    }
+    base = {r.split(">")[0].split("=")[0].strip() for r in kwargs["install_requires"]}
+    assert {"stable-baselines3", "sb3-contrib"} <= base
+    needed = {spec.module.split(".")[0] for spec in agents.sb3.ALGORITHMS.values()} - {"agents"}
+    assert {m.replace("_", "-") for m in needed} <= base

@@ -98,10 +98,15 @@ def test_mnist_missing_no_download(tmp_path, monkeypatch):
     with pytest.raises(D.DatasetError) as e:
         D.load_dataset("mnist", "train", data_dir=given, download=False)
     msg = str(e.value)
-    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        assert name in msg
+    assert "train-labels-idx1-ubyte.gz" in msg and "t10k" not in msg  # the train split needs no test file
     assert str(given) in msg and str(D.cache_dir() / "mnist") in msg
-    assert "RAM_DATA_DIR" in msg
+    # says how to point at the data: the variable (and its value) or data_dir
+    assert "Set RAM_DATA_DIR=<folder holding mnist/>" in msg and str(tmp_path / "empty_root") in msg
+    assert "data_dir=" in msg
+    with pytest.raises(D.DatasetError) as e:
+        D.load_dataset("mnist", "test", data_dir=given, download=False)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert name in str(e.value)
 
 
 def test_mnist_download_falls_back_to_next_mirror(tmp_path, monkeypatch):
@@ -128,6 +133,8 @@ def test_mnist_download_falls_back_to_next_mirror(tmp_path, monkeypatch):
     ds = D.load_dataset("mnist", "validation")
     assert len(ds) == 2 and ds.labels.tolist() == [0, 1]
     assert len(D.load_dataset("mnist", "train")) == 10
+    assert len(calls) == 4  # the two training files, each after one failed mirror; no test file yet
+    assert len(D.load_dataset("mnist", "test")) == 6
     assert len(calls) == 8
     assert sorted(p.name for p in (D.cache_dir() / "mnist").iterdir()) == sorted(files)
 
@@ -228,6 +235,50 @@ def test_idx_dataset(tmp_path, gz):
     assert np.array_equal(val.images[:, 0], arrays["train-images-idx3-ubyte"][50:])
     assert np.array_equal(test.labels, arrays["t10k-labels-idx1-ubyte"])
     assert not train.images.flags.writeable
+
+
+def test_idx_splits_read_only_their_own_files(tmp_path):
+    """A corrupt t10k file does not stop the train and validation splits; a corrupt training file does not stop the
+    test split (and the error names the file of the split asked for)."""
+    d = tmp_path / "set"
+    _write_idx_set(d, 12, 4, 3)
+    (d / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    name = f"idx:{d}"
+    train, val = D.load_dataset(name, "train"), D.load_dataset(name, "validation")
+    assert (len(train), len(val), train.n_classes) == (10, 2, 3)
+    with pytest.raises(D.DatasetError, match="t10k-images"):
+        D.load_dataset(name, "test")
+
+    d2 = tmp_path / "set2"
+    _write_idx_set(d2, 12, 4, 3)
+    (d2 / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
+    test = D.load_dataset(f"idx:{d2}", "test")
+    assert len(test) == 4 and test.n_classes == 3
+    with pytest.raises(D.DatasetError, match="train-images"):
+        D.load_dataset(f"idx:{d2}", "train")
+
+
+def test_idx_test_split_counts_the_training_classes(tmp_path):
+    d = tmp_path / "set"
+    _write_idx_set(d, 12, 2, 4)  # the test labels are 0 and 1 only
+    assert D.load_dataset(f"idx:{d}", "test").n_classes == D.load_dataset(f"idx:{d}", "train").n_classes == 4
+    _write_idx(d / "t10k-labels-idx1-ubyte.gz", np.array([0, 7], np.uint8))
+    D.clear_cache()
+    with pytest.raises(D.DatasetError, match="labels up to 7"):
+        D.load_dataset(f"idx:{d}", "test")
+
+
+def test_relative_data_dir_is_resolved_when_read(tmp_path, monkeypatch):
+    """A relative RAM_DATA_DIR (or data_dir) names the folder under the working directory at the time it is read,
+    as an absolute path that stays valid after a chdir and in child processes started elsewhere."""
+    _write_idx_set(tmp_path / "data" / "mnist", 12, 4, 3)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAM_DATA_DIR", "data")
+    root = tmp_path.resolve()  # resolve(): tmp_path may lie behind a symbolic link
+    assert D.data_root() == root / "data" and D.data_root().is_absolute()
+    assert D.data_root("data/mnist") == root / "data" / "mnist"
+    monkeypatch.setenv("RAM_DATA_DIR", "~/x/../y")
+    assert D.data_root() == (Path.home() / "y").resolve()
 
 
 def test_idx_dataset_count_mismatch(tmp_path):
@@ -408,3 +459,10 @@ def test_tiny():
         assert ds.n_classes == 4 and set(ds.labels.tolist()) == {0, 1, 2, 3}
         assert (ds.images.reshape(len(ds), -1).max(axis=1) >= 128).all()
     assert not np.array_equal(D.load_dataset("tiny", "validation").images, D.load_dataset("tiny", "test").images)
+
+
+@needs_real
+def test_suite_hands_child_processes_an_absolute_data_dir():
+    """tests/conftest.py resolves a relative RAM_DATA_DIR once, so subprocesses started in other directories (the
+    torchrun and command-line tests) find the data."""
+    assert Path(os.environ["RAM_DATA_DIR"]).is_absolute()

@@ -392,3 +392,34 @@ def test_every_benchmark_is_registered():
         spec = gym.spec(env_id)
         assert spec.entry_point == "ram_env.envs:GlimpseEnv"
         assert spec.vector_entry_point == "ram_env.vector:GlimpseVectorEnv"
+
+
+def test_oversized_glimpse_warns():
+    from ram_env.task import Task, TaskConfig
+
+    # tiny images are 16 x 16: an 8 x 8 glimpse fits, up to 3 scales of 2 (largest patch 32 = 2x the side) is quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Task(TaskConfig(dataset="tiny", glimpse_size=8, num_scales=3))
+        Task(TaskConfig(dataset="tiny", glimpse_size=4, num_scales=5))  # largest patch 64 = exactly 4x
+        TaskConfig(canvas_size=100, glimpse_size=12, num_scales=4)  # 96 on 100: ClutteredMNIST100
+    with pytest.warns(UserWarning, match="glimpse_size 20 is larger than the 16 x 16 canvas"):
+        Task(TaskConfig(dataset="tiny", glimpse_size=20))
+    with pytest.warns(UserWarning, match=r"largest patch .* 128 pixels\) is more than 4x the 16 x 16 canvas"):
+        Task(TaskConfig(dataset="tiny", glimpse_size=8, num_scales=5))
+    with pytest.warns(UserWarning, match="largest patch"):
+        TaskConfig(canvas_size=40, glimpse_size=12, num_scales=5)  # known without loading any data
+    with pytest.warns(UserWarning, match="larger than the 40 x 40 canvas"):
+        _tiny(canvas_size=40, glimpse_size=48)
+
+
+def test_registered_envs_do_not_warn_about_the_glimpse():
+    from ram_env.task import TaskConfig
+
+    image_side = {"mnist": 28, "omniglot": 105, "cifar10": 32}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kwargs in ram_env.BENCHMARKS.values():
+            config = TaskConfig(**kwargs)
+            side = config.canvas_size or image_side[config.dataset]
+            config.check_glimpse_fits(side, side)
