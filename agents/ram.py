@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 CORES = ("rnn", "lstm")
+LOCATION_POLICIES = ("learned", "random")
 
 
 @dataclass
@@ -48,10 +49,17 @@ class RAMConfig:
     """a small convolutional glimpse network instead of the linear one (colour images)"""
     reinforce_into_core: bool = False
     """let the REINFORCE gradient flow from the location network into the core"""
+    location_policy: str = "learned"
+    """'learned' (the Gaussian location policy, trained by REINFORCE) or 'random' (the paper's random-glimpse
+    control: every next location uniform in [-1, 1]^2, no REINFORCE; only the cross-entropy trains the agent)"""
 
     def __post_init__(self) -> None:
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {', '.join(CORES)}")
+        if self.location_policy not in LOCATION_POLICIES:
+            raise ValueError(
+                f"unknown location_policy {self.location_policy!r}; choose one of {', '.join(LOCATION_POLICIES)}"
+            )
         if not self.location_std > 0:
             raise ValueError(f"location_std must be > 0, got {self.location_std}")
         for name in ("glimpse_hidden", "glimpse_out", "hidden_size"):
@@ -219,9 +227,12 @@ class RecurrentAttentionModel(nn.Module):
             keep = ~torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=device)
             core_state = tuple(s * keep[:, None] for s in core_state)
         h_t, core_state = self.step(glimpse, location, core_state)
-        l_next = self.location_net(h_t)
-        if not deterministic:
-            l_next = l_next + self.config.location_std * torch.randn_like(l_next)
+        if self.config.location_policy == "random":  # uniform in [-1, 1]^2 (no mode: deterministic is moot)
+            l_next = torch.rand(n, 2, device=device) * 2.0 - 1.0
+        else:
+            l_next = self.location_net(h_t)
+            if not deterministic:
+                l_next = l_next + self.config.location_std * torch.randn_like(l_next)
         l_next = l_next.clamp(-1.0, 1.0)
         probs = torch.softmax(self.classify(h_t), dim=1)  # (n, n_classes), inside the box's [-1, 1]
         if self.predict_action_form == "grid":
