@@ -132,6 +132,10 @@ def evaluate_checkpoint(
     payload: dict, *, split: str = "test", mc_samples: int = 10, device: str | torch.device = "cpu", seed: int = 0
 ) -> tuple[EvaluationResult, dict]:
     """Rebuild the agent of a loaded checkpoint and score it on ``split``; returns the result and the JSON report."""
+    if payload["algo"] in ("fc", "conv"):  # the paper's whole-image controls: deterministic, one figure
+        from agents.controls import evaluate_control_checkpoint
+
+        return evaluate_control_checkpoint(payload, split=split, device=device)
     if payload["algo"] != "ram":
         from agents.sb3 import evaluate_sb3_checkpoint
 
