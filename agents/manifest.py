@@ -16,7 +16,7 @@
           "best_val_error": 1.62, "best_epoch": 40,   # validation error (mean locations) of the selected epoch
           "test": {"images": 10000, "mc_samples": 1, "deterministic": true,
                    "error_sampled": 1.71, "error_mean_location": 1.71, "error_monte_carlo": 1.71},
-          "training": {"wall_time_s": 290.1, "updates": 15640, "batch_size": 128, "mc_samples": 1,
+          "training": {"wall_time_s": 290.1, "budget_min": 5.0, "updates": 15640, "batch_size": 128, "mc_samples": 1,
                        "images_seen": 2001920, "episodes_seen": 2001920},
           "hardware": "AMD EPYC, 1 torch thread (2 CPUs visible), cpu",
           "trained_at": "<git commit>",
@@ -29,8 +29,9 @@ The test errors are those of ``evaluate.py FILE --mc-samples 10``: :func:`agents
 with the run's seed, on the CPU with one torch thread, where evaluation is deterministic (:func:`check_manifest`
 re-evaluates and compares). ``trained_at`` and ``hardware`` come from the checkpoint's ``provenance``
 (``{"git_commit": ..., "hardware": ...}``) or, for checkpoints written before the trainer recorded it, from the
-command line. ``images_seen`` counts training images (updates x batch); ``episodes_seen`` counts the episodes
-played on them (x the Monte Carlo samples M of training).
+command line. ``wall_time_s``, ``updates`` and ``images_seen`` are those of the checkpoint (the kept epoch),
+``budget_min`` the run's time limit (``None``: none). ``images_seen`` counts training images (updates x batch);
+``episodes_seen`` counts the episodes played on them (x the Monte Carlo samples M of training).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ TEST_FIELDS: dict[str, tuple[type, ...]] = {
 }
 TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
     "wall_time_s": (float, int, type(None)),
+    "budget_min": (float, int, type(None)),
     "updates": (int, type(None)),
     "batch_size": (int, type(None)),
     "mc_samples": (int,),
@@ -231,8 +233,10 @@ def _training_figures(payload: dict[str, Any]) -> dict[str, Any]:
     mc = int(config.get("mc_samples", 1)) if payload["algo"] == "ram" else 1
     images = None if updates is None or batch is None else int(updates) * int(batch)
     wall = payload.get("wall_time")
+    budget = config.get("time_limit") if payload["algo"] == "ram" else config.get("minutes")
     return {
         "wall_time_s": None if wall is None else round(float(wall), 1),
+        "budget_min": None if budget is None else float(budget),
         "updates": None if updates is None else int(updates),
         "batch_size": None if batch is None else int(batch),
         "mc_samples": mc,
@@ -320,8 +324,10 @@ def write_figures(payload: dict[str, Any], result, row: str, figures_dir: Path, 
     out: dict[str, str | None] = {"curve": None, "glimpses": None}
     history = [r for r in payload.get("history") or [] if "wall_time" in r and "val_error_mean_location" in r]
     if history:
-        label = "validation error" + (" (mean locations)" if payload["algo"] == "ram" else "")
-        plot_training_curve({label: history}, folder / "curve.png", title=f"{row}: {payload['env_id']}")
+        ylabel = "validation error, %" + (" (mean locations)" if payload["algo"] == "ram" else "")
+        plot_training_curve(
+            {"validation error": history}, folder / "curve.png", title=f"{row}: {payload['env_id']}", ylabel=ylabel
+        )
         out["curve"] = (figures_dir / row / "curve.png").as_posix()
     if result.locations.shape[1]:
         task = Task(TaskConfig.from_kwargs(**{**payload["env_kwargs"], "split": "test"}))

@@ -195,13 +195,13 @@ def test_paper_table_fills_trained_rows_and_marks_the_rest():
         "location_policy": "learned",
         "best_val_error": 3.0,
         "test": {"error_sampled": 4.5, "error_mean_location": 3.25, "error_monte_carlo": 2.75},
-        "training": {"wall_time_s": 600.0, "images_seen": 1_000_000},
+        "training": {"wall_time_s": 600.0, "budget_min": 12.0, "images_seen": 1_000_000},
         "hardware": "Some CPU, 1 torch thread (2 CPUs visible), cpu",
         "figures": {"curve": "results/paper/cluttered60-8g/curve.png", "glimpses": None},
     }
     text = paper_table.render({"entries": [entry]})
     row = next(line for line in text.splitlines() if line.startswith("| Cluttered MNIST 60 x 60 | 8 |"))
-    assert "**3.25** | 2.75 | 4.50 | 10.0 min, 1.00 M images; Some CPU, 1 torch thread" in row
+    assert "**3.25** | 2.75 | 4.50 | 10.0 min of 12, 1.00 M images; Some CPU, 1 torch thread" in row
     assert "| 5.23 | 4.04 | - | 2.63 (tfRAM) |" in row
     assert "| MNIST 28 x 28 | 2 | not trained yet |" in text
     assert "[validation curve](results/paper/cluttered60-8g/curve.png)" in text
