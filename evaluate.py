@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             task = Task(TaskConfig.from_kwargs(**report["env_kwargs"]))
             title = f"{report['env_id']} {args.split}: {result.error_monte_carlo:.2f} % error"
             plot_confusion(result, task.n_classes, args.plot / "confusion.png", title)
-            plot_glimpse_grid(result, task, args.plot / "glimpses.png")
-            save_episode_gif(result, task, 0, args.plot / "episode.gif")
+            if result.locations.shape[1]:  # the whole-image controls take no glimpses
+                plot_glimpse_grid(result, task, args.plot / "glimpses.png")
+                save_episode_gif(result, task, 0, args.plot / "episode.gif")
             print(f"  figures in {args.plot}/")
 
     return run_cli(job)

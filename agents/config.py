@@ -110,6 +110,11 @@ class TrainConfig:
     tanh_mean: bool = _f(True, "squash the location mean with tanh")
     conv_glimpse: bool = _f(False, "convolutional glimpse network (colour images)")
     reinforce_into_core: bool = _f(False, "let the REINFORCE gradient reach the core network")
+    location_policy: str = _f(
+        "learned",
+        "learned (Gaussian policy, REINFORCE) or random (the paper's control: uniform locations, no REINFORCE)",
+        choices=("learned", "random"),
+    )
     # stable-baselines3 algorithms
     total_timesteps: int = _f(100_000, "environment steps for stable-baselines3 algorithms")
     n_envs: int = _f(64, "parallel environments for stable-baselines3 algorithms")

@@ -119,7 +119,13 @@ def save_episode_gif(result: EvaluationResult, task: Task, index: int, path: Pat
     return path
 
 
-def plot_training_curve(histories: dict[str, list[dict]], path: Path, *, title: str = "") -> Path:
+def plot_training_curve(
+    histories: dict[str, list[dict]],
+    path: Path,
+    *,
+    title: str = "",
+    ylabel: str = "validation error, % (mean locations)",
+) -> Path:
     """Validation error (mean locations, log scale) against wall-clock minutes, one line per run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -130,7 +136,7 @@ def plot_training_curve(histories: dict[str, list[dict]], path: Path, *, title: 
         ax.axhline(level, color="grey", lw=0.6, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("wall time (minutes, training + per-epoch validation)")
-    ax.set_ylabel("validation error, % (mean locations)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", lw=0.3)
     ax.legend()

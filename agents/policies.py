@@ -1,7 +1,8 @@
 """Any checkpoint of this project as something :mod:`agents.evaluation` can score (what ``evaluate.py`` runs).
 
 The RAM agent's checkpoints hold its model arguments and weights; stable-baselines3 checkpoints hold the SB3 model
-(scored through ``agents.sb3.SB3Policy``). The dispatch on ``payload["algo"]`` lives here, above both, so neither
+(scored through ``agents.sb3.SB3Policy``); the paper's whole-image controls (``fc``, ``conv``) are scored by
+``agents.controls``. The dispatch on ``payload["algo"]`` lives here, above both, so neither
 the evaluation loop nor the SB3 package imports the other's callers.
 """
 
@@ -17,6 +18,10 @@ def evaluate_checkpoint(
     payload: dict, *, split: str = "test", mc_samples: int = 10, device: str | torch.device = "cpu", seed: int = 0
 ) -> tuple[EvaluationResult, dict]:
     """Rebuild the agent of a loaded checkpoint and score it on ``split``; returns the result and the JSON report."""
+    if payload["algo"] in ("fc", "conv"):  # the paper's whole-image controls: deterministic, one figure
+        from agents.controls import evaluate_control_checkpoint
+
+        return evaluate_control_checkpoint(payload, split=split, device=device)
     if payload["algo"] != "ram":
         from agents.sb3.evaluation import evaluate_sb3_checkpoint  # imported here: SB3 is slow to import
 

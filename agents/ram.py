@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 CORES = ("rnn", "lstm")
+LOCATION_POLICIES = ("learned", "random")
 
 
 @dataclass
@@ -48,10 +49,17 @@ class RAMConfig:
     """a small convolutional glimpse network instead of the linear one (colour images)"""
     reinforce_into_core: bool = False
     """let the REINFORCE gradient flow from the location network into the core"""
+    location_policy: str = "learned"
+    """'learned' (the Gaussian location policy, trained by REINFORCE) or 'random' (the paper's random-glimpse
+    control: every next location uniform in [-1, 1]^2, no REINFORCE; only the cross-entropy trains the agent)"""
 
     def __post_init__(self) -> None:
         if self.core not in CORES:
             raise ValueError(f"unknown core {self.core!r}; choose one of {', '.join(CORES)}")
+        if self.location_policy not in LOCATION_POLICIES:
+            raise ValueError(
+                f"unknown location_policy {self.location_policy!r}; choose one of {', '.join(LOCATION_POLICIES)}"
+            )
         if not self.location_std > 0:
             raise ValueError(f"location_std must be > 0, got {self.location_std}")
         for name in ("glimpse_hidden", "glimpse_out", "hidden_size"):
@@ -246,7 +254,11 @@ class RecurrentAttentionModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The location policy's decision: ``mu_t`` ``(B, 2)`` (with gradient, for REINFORCE) and the chosen
         ``l_{t+1}`` ``(B, 2)``: ``mu_t`` itself when ``deterministic``, else ``mu_t + sigma * N(0, I)`` drawn from
-        ``generator``. The chosen location carries no gradient (the environment returns it as an observation)."""
+        ``generator``. The chosen location carries no gradient (the environment returns it as an observation). With
+        ``location_policy="random"`` both are one uniform sample in [-1, 1]^2 (also when ``deterministic``)."""
+        if self.config.location_policy == "random":  # the paper's control: uniform in [-1, 1]^2, no mode, no gradient
+            uniform = torch.rand(h_t.shape[0], 2, device=h_t.device, generator=generator) * 2.0 - 1.0  # (B, 2)
+            return uniform, uniform
         mu = self.location_mean(h_t)
         l_next = mu.detach()
         if not deterministic:

@@ -64,14 +64,17 @@ def rollout(
 ) -> Trajectory:
     """Run one batch of episodes; gradients flow if grad mode is on.
 
-    :param deterministic: take every glimpse at the policy's mean instead of a sample.
-    :param generator: source of the location noise (on the env's device), for reproducible runs.
+    :param deterministic: take every glimpse at the policy's mean instead of a sample (no effect with
+        ``location_policy="random"``: a uniform distribution has no mode, so its locations are always drawn).
+    :param generator: source of the location noise, or of the uniform locations of ``location_policy="random"``
+        (on the env's device), for reproducible runs.
     """
     env = runner.env
     obs, info = runner.obs, runner.info
     n, steps, device = env.num_envs, env.config.glimpses, env.device
     labels, index = info["label"], info["index"]
     std = model.config.location_std
+    random_policy = model.config.location_policy == "random"
     state = model.initial_state(n, device)
     locations, means, chosen, hiddens = [], [], [], []
     no_label = torch.zeros(n, dtype=torch.long, device=device)
@@ -94,6 +97,8 @@ def rollout(
         mu = torch.stack(means, dim=1)  # (N, T-1, 2)
         l_chosen = torch.stack(chosen, dim=1)  # (N, T-1, 2)
         log_pi = (-((l_chosen - mu) ** 2) / (2 * std**2) - math.log(std) - _LOG_SQRT_2PI).sum(-1)  # (N, T-1)
+        if random_policy:
+            log_pi = torch.zeros_like(log_pi)  # nothing to reinforce: the REINFORCE term is zero
         baseline = model.baseline(torch.stack(hiddens, dim=1))  # (N, T-1)
     else:
         mu = torch.zeros(n, 0, 2, device=device)

@@ -96,13 +96,13 @@ def time_updates(trainer: RAMTrainer, threads: int, seconds: float, warmup: int)
     of runnable tasks on the machine sampled after each update."""
     set_threads(threads)
     for _ in range(warmup):
-        trainer._update()
+        trainer.update()
     times: list[float] = []
     tasks: list[int] = []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(times) < 3:
         t0 = time.perf_counter()
-        trainer._update()
+        trainer.update()
         times.append(time.perf_counter() - t0)
         tasks.append(runnable_tasks())
     return times, tasks
