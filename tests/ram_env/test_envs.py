@@ -224,6 +224,25 @@ def test_initial_location_center_and_random():
     assert firsts.min() < -0.5 and firsts.max() > 0.5
 
 
+def test_reset_options_choose_the_image_and_first_location():
+    env = _tiny().unwrapped
+    obs, info = env.reset(seed=0, options={"index": 5, "location": (0.25, -0.5)})
+    assert info["index"] == 5
+    np.testing.assert_array_equal(obs["location"], np.float32([0.25, -0.5]))
+    for options, message in [
+        ({"index": 256}, r"index must be an integer in \[0, 256\)"),
+        ({"index": 1.0}, "index must be an integer"),
+        ({"location": (1.5, 0.0)}, "location must be a finite"),
+        ({"location": (0.0, 0.0, 0.0)}, "location must be a finite"),
+        ({"image": 3}, "unknown reset option"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            env.reset(options=options)
+    ordered = _tiny(split="test").unwrapped
+    assert ordered.reset(options={"index": 10})[1]["index"] == 10
+    assert [ordered.reset()[1]["index"] for _ in range(2)] == [0, 1]  # the ordered pass did not advance
+
+
 def test_render_rgb_array():
     env = _tiny(render_mode="rgb_array", canvas_size=32)
     env.reset(seed=0)

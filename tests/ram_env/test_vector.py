@@ -12,6 +12,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import ram_env
+from ram_env.envs import GlimpseEnv
 from ram_env.vector import GlimpseVectorEnv
 
 TINY = dict(dataset="tiny", glimpses=3, glimpse_size=4, num_scales=2)
@@ -186,6 +187,44 @@ def test_vector_matches_single_env_tiny_cluttered(device):
 
 def test_vector_matches_single_env_cifar_rgb(env_kwargs):
     _check_equivalence("RAM/CIFAR10-v0", "cpu", num_envs=4, **env_kwargs("RAM/CIFAR10-v0"))
+
+
+@pytest.mark.parametrize("mc_samples", [1, 3])
+def test_vector_matches_single_env_on_the_training_path(mc_samples):
+    """Train split, random first locations, same-step autoresets (the path training and evaluation take): each vector
+    episode, replayed in the single env on the image ``info["index"]`` names, from the same first location and with
+    the same actions, gives the same glimpses and reward."""
+    kwargs = dict(**TINY, split="train", initial_location="random", scale=3)
+    num_envs, episodes, glimpses = 6, 3, TINY["glimpses"]
+    envs = GlimpseVectorEnv(num_envs, mc_samples=mc_samples, **kwargs)
+    rng = np.random.default_rng(1)
+    rounds = []
+    obs, info = envs.reset(seed=4)
+    for _ in range(episodes):  # the second and third rounds start at autoresets
+        index, first = info["index"].clone(), obs["location"].clone()
+        seen, actions = [obs["glimpse"].clone()], []
+        for t in range(glimpses):
+            actions.append(_actions(rng, num_envs, envs.task.n_classes))
+            obs, reward, terminated, _, info = envs.step(actions[-1])
+            assert bool(terminated.all()) == (t == glimpses - 1)
+            seen.append((info["final_obs"] if t == glimpses - 1 else obs)["glimpse"].clone())
+        rounds.append((index, first, seen, actions, reward.clone()))
+    firsts = torch.stack([first for _, first, *_ in rounds])  # (episodes, N, 2)
+    assert (firsts.abs() > 0.05).any(-1).all(), "the first locations should be random, not the centre"
+    assert len({tuple(index.tolist()) for index, *_ in rounds}) == episodes, "each autoreset should draw new images"
+
+    single = GlimpseEnv(**kwargs)
+    for index, first, seen, actions, reward in rounds:
+        for j in range(num_envs):
+            obs, info = single.reset(options={"index": int(index[j]), "location": first[j].numpy()})
+            assert info["index"] == int(index[j])
+            np.testing.assert_array_equal(obs["location"], first[j].numpy())
+            np.testing.assert_allclose(seen[0][j].numpy(), obs["glimpse"], rtol=0, atol=1e-6)
+            for t in range(glimpses):
+                action = {"location": actions[t]["location"][j], "label": int(actions[t]["label"][j])}
+                obs, r, terminated, _, _ = single.step(action)
+                np.testing.assert_allclose(seen[t + 1][j].numpy(), obs["glimpse"], rtol=0, atol=1e-6)
+            assert terminated and r == float(reward[j])
 
 
 # ---------------------------------------------------------------------------------------------------- seeding
