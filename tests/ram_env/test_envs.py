@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import ram_env
 from ram_env.envs import GlimpseEnv
 from ram_env.sensor import glimpse_numpy
 
@@ -285,6 +284,16 @@ def test_registered_defaults_and_override_on_mnist():
     assert obs["glimpse"].shape == (4, 1, 12, 12) and cluttered.unwrapped.canvas.shape == (1, 100, 100)
 
 
+@pytest.mark.requires_mnist
+def test_readme_environment_snippet_runs(readme_snippet):
+    namespace: dict = {}
+    exec(compile(readme_snippet('gym.make("ram_env:RAM/ClutteredMNIST60-v0"'), "README.md", "exec"), namespace)
+    env = namespace["env"]
+    assert env.unwrapped.config.glimpses == 8 and env.render().dtype == np.uint8
+    assert namespace["obs"]["glimpse"].shape == (3, 1, 12, 12)
+    assert namespace["reward"] == 0.0 and not namespace["terminated"]  # one glimpse of eight taken
+
+
 # ----------------------------------------------------------------------------------------------- action forms
 
 
@@ -404,10 +413,3 @@ def test_bad_constructor_arguments():
         GlimpseEnv(render_mode="ansi", dataset="tiny")
     with pytest.raises(ValueError, match="unknown data set"):
         _make("RAM/MNIST-v0", dataset="mnist2")
-
-
-def test_every_benchmark_is_registered():
-    for env_id in ram_env.BENCHMARKS:
-        spec = gym.spec(env_id)
-        assert spec.entry_point == "ram_env.envs:GlimpseEnv"
-        assert spec.vector_entry_point == "ram_env.vector:GlimpseVectorEnv"
