@@ -24,7 +24,7 @@ setup(
     ],
     extras_require={
         "contrib": ["sb3-contrib>=2.4"],
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "sb3-contrib>=2.4"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "mypy==2.4.1", "sb3-contrib>=2.4"],
     },
     entry_points={
         "console_scripts": [

@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -46,9 +46,11 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs
 from torch import nn
 
 from agents.checkpoint import save_checkpoint
@@ -83,8 +85,8 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Dict, glimpse_hidden: int = 128, glimpse_out: int = 256):
         self.history = "glimpses" in observation_space.spaces
-        steps = observation_space["t"].n
-        shape = observation_space["glimpses" if self.history else "glimpse"].shape
+        steps = int(cast(spaces.Discrete, observation_space["t"]).n)
+        shape = cast(spaces.Box, observation_space["glimpses" if self.history else "glimpse"]).shape
         glimpse_shape = shape[1:] if self.history else shape  # (k, C, g, g)
         super().__init__(observation_space, steps * glimpse_out + steps if self.history else glimpse_out)
         self.what = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(glimpse_shape)), glimpse_hidden), nn.ReLU())
@@ -138,7 +140,11 @@ class LabelledRecurrentDictRolloutBuffer(RecurrentDictRolloutBuffer):
             self.labels = self.swap_and_flatten(self.labels)
         yield from super().get(batch_size)
 
-    def _get_samples(self, batch_inds: np.ndarray, env_change: np.ndarray, env=None) -> AuxRolloutBufferSamples:
+    # sb3-contrib's own _get_samples already departs from SB3's signature (env_change); ours returns its samples
+    # with labels added, a NamedTuple that cannot subclass theirs.
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray, env_change: np.ndarray, env=None
+    ) -> AuxRolloutBufferSamples:
         samples = super()._get_samples(batch_inds, env_change, env)
         labels = self.pad_and_flatten(self.labels[batch_inds]).long()  # padding reads 0; it is masked out
         return AuxRolloutBufferSamples(*samples, labels=labels)
@@ -176,7 +182,7 @@ class AuxiliaryRecurrentPPO(RecurrentPPO):
                 "AuxiliaryRecurrentPPO needs the 'grid' action form (MultiDiscrete); "
                 f"got {type(self.action_space).__name__}"
             )
-        old = self.rollout_buffer
+        old = cast(RecurrentDictRolloutBuffer, self.rollout_buffer)  # RecurrentPPO's buffer for Dict observations
         self.rollout_buffer = LabelledRecurrentDictRolloutBuffer(
             self.n_steps,
             self.observation_space,
@@ -202,15 +208,21 @@ class AuxiliaryRecurrentPPO(RecurrentPPO):
         super().train()
         self.policy.set_training_mode(True)
         losses, accuracies = [], []
+        policy = cast(RecurrentActorCriticPolicy, self.policy)
         for _ in range(self.aux_epochs):
-            for data in self.rollout_buffer.get(self.batch_size):
+            for samples in self.rollout_buffer.get(self.batch_size):
+                data = cast(AuxRolloutBufferSamples, samples)  # from LabelledRecurrentDictRolloutBuffer
                 labelled = (data.mask > 1e-8) & (data.labels >= 0)  # episode ends, not sequence padding
                 if not bool(labelled.any()):
                     continue
-                distribution, _ = self.policy.get_distribution(
-                    data.observations, data.lstm_states.pi, data.episode_starts
+                # sb3-contrib annotates the observation as a Tensor; a MultiInputLstmPolicy takes the dict.
+                distribution, _ = policy.get_distribution(
+                    data.observations,  # type: ignore[arg-type]
+                    data.lstm_states.pi,
+                    data.episode_starts,
                 )
-                class_logits = distribution.distribution[-1].logits[labelled]  # (L, n_classes)
+                heads = cast(list[torch.distributions.Categorical], distribution.distribution)  # one per grid dimension
+                class_logits = heads[-1].logits[labelled]  # (L, n_classes)
                 ce = F.cross_entropy(class_logits, data.labels[labelled])
                 self.policy.optimizer.zero_grad()
                 (self.aux_coef * ce).backward()
@@ -512,7 +524,7 @@ def evaluate_sb3_checkpoint(
         """Yield ``(index, true labels, predicted labels, locations (N, T, 2))`` for each batch of episodes."""
         venv = make_adapter(env_kwargs, batch * m, form, device=device, mc_samples=m)
         venv.seed(stream_seed(seed, "eval/env"))
-        obs = venv.reset()
+        obs: VecEnvObs = venv.reset()
         env, steps = venv.env, venv.env.config.glimpses
         for _ in range(math.ceil(n / batch)):
             state, starts = None, np.ones(venv.num_envs, dtype=bool)

@@ -24,12 +24,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.distributed as dist
+from gymnasium import spaces
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -109,6 +110,7 @@ def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], T
 
     :return: the checkpoint, the run's saved config and its run directory.
     """
+    assert config.resume is not None, "load_resume_state is for runs started with --resume"
     state = load_checkpoint(config.resume)
     if state["algo"] != algo:
         raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
@@ -125,7 +127,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def build_model(env: GlimpseVectorEnv, config: TrainConfig) -> RecurrentAttentionModel:
-    glimpse_shape = env.single_observation_space["glimpse"].shape
+    glimpse_shape = cast(spaces.Box, env.single_observation_space["glimpse"]).shape
     return RecurrentAttentionModel(glimpse_shape, env.task.n_classes, config.ram_config())
 
 
@@ -365,6 +367,7 @@ class RAMTrainer:
                 "val_error_monte_carlo": result.error_monte_carlo,
             }
             self.history.append(record)
+            assert self.writer is not None  # process 0 writes the logs
             for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
                 self.writer.add_scalar(f"eval/{key}", record[key], self.global_step)
             with open(self.run_dir / "history.jsonl", "a") as handle:
@@ -386,7 +389,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     return RAMTrainer(config, progress=progress).run()
 
 
-def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float, step: int) -> None:
+def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float | torch.Tensor, step: int) -> None:
     for key, value in stats.items():
         writer.add_scalar(key, float(value), step)
     loc = traj.locations[:, 1:]  # (N, T-1, 2) chosen locations (the first one is the env's)

@@ -174,6 +174,7 @@ class GlimpseEnv(gym.Env):
         return self._canvas
 
     def _get_obs(self) -> dict[str, Any]:
+        assert self._canvas is not None, "reset() composes the canvas"
         sensor = self.config.sensor
         location = self._locations[-1]
         glimpse = glimpse_numpy(
