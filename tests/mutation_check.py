@@ -38,6 +38,7 @@ FAST_TESTS = (
     "tests/ram_env/test_sensor.py",
     "tests/ram_env/test_vector.py::test_vector_matches_single_env_on_the_training_path",
     "tests/ram_env/test_vector.py::test_vector_matches_single_env_tiny_cluttered",
+    "tests/ram_env/test_envs.py::test_reset_options_choose_the_image_and_first_location",
     "tests/agents/test_trainer.py",
 )
 
@@ -173,6 +174,12 @@ MUTATIONS = (
             ),
         ),
         "vector env: with mc_samples > 1 an env reads the canvas of another image than info['index'] names",
+    ),
+    Mutation(
+        "reset-option-index-overridden",
+        "ram_env/envs.py",
+        (("        elif task.config.is_ordered:\n", "        if task.config.is_ordered:\n"),),
+        "single env: reset(options={'index': i}) on an ordered split shows the pass's next image instead",
     ),
     Mutation(
         "monte-carlo-last-sample",
