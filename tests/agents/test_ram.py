@@ -85,14 +85,17 @@ def test_sb3_evaluate_policy_scores_the_agent(tmp_path, action_form):
     model = RecurrentAttentionModel.from_args(payload["model_args"])
     model.load_state_dict(payload["model"])
     model.predict_action_form = action_form
-    kwargs = {**payload["env_kwargs"], "split": "validation", "action_form": action_form}
+    # Centred first glimpses: SB3's loop and ours play the same 64 episodes (same images, same mean locations).
+    kwargs = {**payload["env_kwargs"], "split": "validation", "action_form": action_form, "initial_location": "center"}
     venv = VecMonitor(SB3VecEnvAdapter(GlimpseVectorEnv(16, **kwargs)))
     venv.seed(0)
     mean_reward, _ = evaluate_policy(model, venv, n_eval_episodes=64, deterministic=True)
-    ours = evaluate_model(model, {**kwargs, "action_form": "dict"}, mc_samples=1)
-    # SB3's loop and ours score the same agent on the same 64 images (initial locations differ): close accuracies.
-    assert mean_reward == pytest.approx(1 - ours.error_mean_location / 100, abs=0.15)
-    assert mean_reward > 0.5  # well above the 25 % chance of the 4 tiny classes
+    ours = 1 - evaluate_model(model, {**kwargs, "action_form": "dict"}, mc_samples=1).error_mean_location / 100
+    if action_form == "box":  # the box action is the mean location itself: the very same episodes
+        assert mean_reward == pytest.approx(ours, abs=1e-9)
+    else:  # grid cells round the locations to a 9 x 9 grid: a few glimpses differ (measured: 0 to 1 episode)
+        assert mean_reward == pytest.approx(ours, abs=0.1)
+    assert mean_reward > 0.4  # chance is 25 % (4 tiny classes); measured 0.67 and 0.72 with seeds 3 and 4
 
 
 def test_evaluate_script_reproduces_the_reported_validation_error(tmp_path):
@@ -125,5 +128,6 @@ def test_short_run_learns_well_above_chance_on_real_mnist(tmp_path):
         ),
         progress=False,
     )
-    # 250 updates (about 5 s here) take a 90 % (chance) validation error below 40 %.
-    assert summary["best_val_error_mean_location"] < 40.0
+    # 250 updates take the 90 % (chance) validation error to 28 % (measured, seed 3, one thread); 50 % leaves room
+    # for other seeds and machines while still failing a run that does not learn.
+    assert summary["best_val_error_mean_location"] < 50.0
