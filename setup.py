@@ -28,7 +28,7 @@ setup(
     extras_require={
         # Kept so that `pip install -e ".[contrib]"` still works: sb3-contrib is now a base dependency.
         "contrib": [],
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "mypy==2.4.1"],
     },
     entry_points={
         "console_scripts": [

@@ -224,7 +224,7 @@ class CanvasBatches:
         """
         n = len(self)
         index = torch.randint(0, n, (batch,), generator=generator, device=self.device)
-        hw = tuple(self.images.shape[2:])
+        hw = (int(self.images.shape[2]), int(self.images.shape[3]))
         return self._compose(sample_layout_torch(generator, index, n, hw, self.task.config.canvas))
 
     def ordered(self, batch: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -77,7 +77,7 @@ def glimpse_grid_figure(result: EvaluationResult, task: Task, *, count: int = 16
         "Boxes: every scale of each glimpse; predictions from the mean-location pass (red title: wrong).",
         fontsize=10,
     )
-    handles = [
+    handles: list[Patch | Line2D] = [
         Patch(
             facecolor="none",
             edgecolor=colour / 255,
@@ -86,7 +86,7 @@ def glimpse_grid_figure(result: EvaluationResult, task: Task, *, count: int = 16
         )
         for t, colour in enumerate(step_colours(steps))
     ]
-    handles.append(Line2D([], [], color=PATH_COLOUR / 255, linewidth=2, label="path"))
+    handles.append(Line2D([], [], color=tuple(PATH_COLOUR / 255), linewidth=2, label="path"))
     # On grey, so that the white glimpse of the palette shows.
     legend = fig.legend(
         handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, facecolor="0.3"

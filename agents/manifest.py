@@ -398,7 +398,7 @@ def validate_entry(entry: dict[str, Any]) -> list[str]:
                 problems.append(f"{name}: missing {key}")
             elif not isinstance(record[key], types) or (isinstance(record[key], bool) and bool not in types):
                 problems.append(f"{name}: {key} is {type(record[key]).__name__}, expected {types}")
-    test = entry.get("test") if isinstance(entry.get("test"), dict) else {}
+    test: dict = entry["test"] if isinstance(entry.get("test"), dict) else {}
     for key in ERROR_KEYS:
         value = test.get(key)
         if isinstance(value, (int, float)) and not 0.0 <= value <= 100.0:

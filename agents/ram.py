@@ -70,7 +70,7 @@ class RAMConfig:
 class GlimpseNetwork(nn.Module):
     """``g_t = ReLU(Linear(h_g) + Linear(h_l))`` from the glimpse ``(B, k, C, g, g)`` and its location ``(B, 2)``."""
 
-    def __init__(self, glimpse_shape: tuple[int, int, int, int], config: RAMConfig):
+    def __init__(self, glimpse_shape: tuple[int, ...], config: RAMConfig):
         super().__init__()
         k, c, g, _ = glimpse_shape
         hidden = config.glimpse_hidden
@@ -107,6 +107,7 @@ class CoreNetwork(nn.Module):
         super().__init__()
         self.kind = config.core
         self.hidden_size = config.hidden_size
+        self.cell: nn.Module
         if self.kind == "rnn":
             self.cell = nn.Linear(config.glimpse_out + config.hidden_size, config.hidden_size)
         else:
@@ -166,7 +167,7 @@ class RecurrentAttentionModel(nn.Module):
     :param config: the architecture.
     """
 
-    def __init__(self, glimpse_shape: tuple[int, int, int, int], n_classes: int, config: RAMConfig | None = None):
+    def __init__(self, glimpse_shape: tuple[int, ...], n_classes: int, config: RAMConfig | None = None):
         super().__init__()
         self.config = config or RAMConfig()
         self.glimpse_shape = tuple(int(v) for v in glimpse_shape)

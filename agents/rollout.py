@@ -93,6 +93,7 @@ def rollout(
             action = {"location": torch.zeros(n, 2, device=device), "label": logits.detach().argmax(dim=1)}
         obs, reward, _terminated, _truncated, info = env.step(action)
     runner.obs, runner.info = obs, info
+    assert logits is not None, "the last step classifies"
     if steps > 1:
         mu = torch.stack(means, dim=1)  # (N, T-1, 2)
         l_chosen = torch.stack(chosen, dim=1)  # (N, T-1, 2)

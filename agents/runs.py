@@ -303,15 +303,15 @@ def stop_on_signals() -> Iterator[StopFlag]:
             raise KeyboardInterrupt
         flag.requested, flag.signal = True, signum
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handle)
     try:
         yield flag
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def is_main_process() -> bool:

@@ -20,10 +20,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+from gymnasium import spaces
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -56,7 +58,7 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def build_model(env: GlimpseVectorEnv, config: TrainConfig) -> RecurrentAttentionModel:
-    glimpse_shape = env.single_observation_space["glimpse"].shape
+    glimpse_shape = cast(spaces.Box, env.single_observation_space["glimpse"]).shape
     return RecurrentAttentionModel(glimpse_shape, env.task.n_classes, config.ram_config())
 
 
@@ -148,7 +150,8 @@ class RAMTrainer:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         set_seed(config.seed)
         self.model = build_model(train_env, config).to(device)
-        self.agent = Rollout(self.model)  # the rollout as one forward call (what DDP synchronises on)
+        # The rollout as one forward call (what DDP synchronises on).
+        self.agent: nn.Module = Rollout(self.model)
         if ddp.world > 1:
             self.agent = DistributedDataParallel(self.agent)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, fused=True)
@@ -298,7 +301,7 @@ class RAMTrainer:
             result = evaluate_model(
                 self.model, self.val_kwargs, device=self.device, mc_samples=config.eval_mc_samples, seed=config.seed
             )
-            record = {
+            record: dict[str, Any] = {
                 "epoch": self.global_step // self.steps_per_epoch,
                 "step": self.global_step,
                 "images": self.global_step * config.batch_size,
@@ -311,6 +314,7 @@ class RAMTrainer:
             if stopped is not None:
                 record["stopped"] = stopped
             self.history.append(record)
+            assert self.writer is not None  # process 0 writes the logs
             for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
                 self.writer.add_scalar(f"eval/{key}", record[key], self.global_step)
             with open(self.run_dir / "history.jsonl", "a") as handle:
@@ -339,7 +343,7 @@ def _session(state: dict[str, Any]) -> dict[str, Any]:
     return {**earlier, "until_step": state["global_step"], "until_wall_time": state["wall_time"]}
 
 
-def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float, step: int) -> None:
+def _log_step(writer, stats: dict[str, torch.Tensor], traj, lr: float | torch.Tensor, step: int) -> None:
     for key, value in stats.items():
         writer.add_scalar(key, float(value), step)
     loc = traj.locations[:, 1:]  # (N, T-1, 2) chosen locations (the first one is the env's)

@@ -14,10 +14,15 @@ size and there is no clutter, the canvas is the image itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
+
+#: the array type of a :class:`Layout`: numpy arrays or torch tensors
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class CanvasSpec:
 
 
 @dataclass
-class Layout:
+class Layout(Generic[ArrayT]):
     """Random choices for a batch of ``B`` examples (numpy arrays or torch tensors, all integer).
 
     ``index`` (B,) image shown; ``position`` (B, 2) its top-left ``(x, y)`` on the canvas; ``clutter_source`` (B, P)
@@ -70,19 +75,19 @@ class Layout:
     ``clutter_position`` (B, P, 2) the piece's top-left ``(x, y)`` on the canvas.
     """
 
-    index: np.ndarray | torch.Tensor
-    position: np.ndarray | torch.Tensor
-    clutter_source: np.ndarray | torch.Tensor
-    clutter_offset: np.ndarray | torch.Tensor
-    clutter_position: np.ndarray | torch.Tensor
+    index: ArrayT
+    position: ArrayT
+    clutter_source: ArrayT
+    clutter_offset: ArrayT
+    clutter_position: ArrayT
 
-    def to_torch(self, device: torch.device | str) -> Layout:
+    def to_torch(self, device: torch.device | str) -> Layout[torch.Tensor]:
         return Layout(*(torch.as_tensor(np.asarray(v), dtype=torch.long, device=device) for v in self._fields()))
 
-    def select(self, i: int) -> Layout:
+    def select(self, i: int) -> Layout[ArrayT]:
         return Layout(*(v[i : i + 1] for v in self._fields()))
 
-    def _fields(self):
+    def _fields(self) -> tuple[ArrayT, ArrayT, ArrayT, ArrayT, ArrayT]:
         return (self.index, self.position, self.clutter_source, self.clutter_offset, self.clutter_position)
 
 
@@ -108,7 +113,7 @@ def _sample(integers, index, num_images: int, image_hw: tuple[int, int], spec: C
 
 def sample_layout_numpy(
     rng: np.random.Generator, index: np.ndarray, num_images: int, image_hw: tuple[int, int], spec: CanvasSpec
-) -> Layout:
+) -> Layout[np.ndarray]:
     """Layouts for examples ``index`` (B,) drawn from a numpy generator."""
     index = np.asarray(index, dtype=np.int64)
     return _sample(
@@ -123,7 +128,7 @@ def sample_layout_numpy(
 
 def sample_layout_torch(
     generator: torch.Generator, index: torch.Tensor, num_images: int, image_hw: tuple[int, int], spec: CanvasSpec
-) -> Layout:
+) -> Layout[torch.Tensor]:
     """Layouts for examples ``index`` (B,) drawn from a torch generator on ``index.device``."""
     device = index.device
     return _sample(
@@ -136,16 +141,19 @@ def sample_layout_torch(
     )
 
 
-def fixed_layout(num_images: int, image_hw: tuple[int, int], spec: CanvasSpec, seed: int) -> Layout:
+def fixed_layout(
+    num_images: int, image_hw: tuple[int, int], spec: CanvasSpec, seed: int | Sequence[int]
+) -> Layout[np.ndarray]:
     """The fixed layout of a validation or test set: every image once, in order, placed by ``seed``.
 
-    Uses numpy's PCG64 generator, whose integer streams are the same on every platform.
+    Uses numpy's PCG64 generator, whose integer streams are the same on every platform; ``seed`` is anything
+    ``np.random.default_rng`` takes (an int or a sequence of ints).
     """
     rng = np.random.default_rng(seed)
     return sample_layout_numpy(rng, np.arange(num_images), num_images, image_hw, spec)
 
 
-def compose_numpy(images: np.ndarray, layout: Layout, spec: CanvasSpec, example: int = 0) -> np.ndarray:
+def compose_numpy(images: np.ndarray, layout: Layout[np.ndarray], spec: CanvasSpec, example: int = 0) -> np.ndarray:
     """Canvas of example ``example`` of ``layout``: ``(C, S, S)`` uint8. ``images`` is (N, C, h, w) uint8."""
     index = int(layout.index[example])
     image = images[index]
@@ -165,7 +173,7 @@ def compose_numpy(images: np.ndarray, layout: Layout, spec: CanvasSpec, example:
     return np.minimum(canvas, 255).astype(np.uint8)
 
 
-def compose_torch(images: torch.Tensor, layout: Layout, spec: CanvasSpec) -> torch.Tensor:
+def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: CanvasSpec) -> torch.Tensor:
     """Canvases of a batch: ``(B, C, S, S)`` uint8 on ``images.device``; ``images`` is (N, C, h, w) uint8.
 
     Batched scatter-adds: one per piece kind (clutter, image), no loop over the batch.

@@ -55,6 +55,11 @@ class GlimpseEnv(gym.Env):
     A random image of the split (or the next one in order, for ordered validation/test passes), on a fresh canvas,
     and the first glimpse at a uniformly random location (``initial_location="random"``) or the centre.
 
+    ``reset(options={"index": i, "location": (x, y)})`` (either key alone, too) starts the episode on image ``i`` of
+    the split and/or takes the first glimpse at ``(x, y)``, e.g. to replay an episode of the vector environment
+    (whose ``info["index"]`` names the image) or to look at one image. An ordered pass does not advance on such a
+    reset. The canvas is drawn as usual (fixed for validation and test, random for train).
+
     ## Episode End
 
     ``terminated`` after ``glimpses`` steps (the observation then repeats the last glimpse). There is no truncation.
@@ -109,7 +114,10 @@ class GlimpseEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         task = self.task
-        if task.config.is_ordered:
+        index, first = self._reset_options(options)
+        if index is not None:
+            self._index = index
+        elif task.config.is_ordered:
             self._index = self._cursor
             self._cursor = (self._cursor + 1) % len(task.data)
         else:
@@ -121,13 +129,32 @@ class GlimpseEnv(gym.Env):
             self._canvas = compose_numpy(task.data.images, layout, task.config.canvas)
         else:
             self._canvas = compose_numpy(task.data.images, task.fixed_layout, task.config.canvas, self._index)
-        if task.config.initial_location == "center":
+        if first is None and task.config.initial_location == "center":
             first = np.zeros(2, dtype=np.float32)
-        else:
+        elif first is None:
             first = self.np_random.uniform(-1.0, 1.0, size=2).astype(np.float32)
         self._t = 0
         self._locations = [first]
         return self._get_obs(), self._get_info()
+
+    def _reset_options(self, options: dict | None) -> tuple[int | None, np.ndarray | None]:
+        """The image index and first location asked for by ``reset(options=...)`` (``None`` where not given)."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"index", "location"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; valid: index, location")
+        index = options.get("index")
+        if index is not None:
+            n = len(self.task.data)
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+                raise ValueError(f"reset option index must be an integer in [0, {n}), got {index!r}")
+            index = int(index)
+        first = options.get("location")
+        if first is not None:
+            first = np.array(first, dtype=np.float32)  # a copy: the episode keeps it
+            if first.shape != (2,) or not np.isfinite(first).all() or (np.abs(first) > 1).any():
+                raise ValueError(f"reset option location must be a finite (x, y) in [-1, 1]^2, got {first.tolist()}")
+        return index, first
 
     def render(self):
         if self.render_mode != "rgb_array" or self._canvas is None:
@@ -147,6 +174,7 @@ class GlimpseEnv(gym.Env):
         return self._canvas
 
     def _get_obs(self) -> dict[str, Any]:
+        assert self._canvas is not None, "reset() composes the canvas"
         sensor = self.config.sensor
         location = self._locations[-1]
         glimpse = glimpse_numpy(

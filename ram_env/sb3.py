@@ -34,7 +34,7 @@ environment's last observation, a numpy dict); the returned observation is then 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -50,8 +50,8 @@ SB3_ACTION_FORMS = ("box", "grid")
 
 def history_observation_space(single: spaces.Dict) -> spaces.Dict:
     """The ``"history"`` form of a glimpse observation space (``glimpses``, ``locations``, ``t``)."""
-    steps = single["t"].n
-    glimpse = single["glimpse"]
+    steps = int(cast(spaces.Discrete, single["t"]).n)
+    glimpse = cast(spaces.Box, single["glimpse"])
     return spaces.Dict(
         {
             "glimpses": spaces.Box(0.0, 1.0, shape=(steps, *glimpse.shape), dtype=np.float32),
@@ -86,7 +86,8 @@ class SB3VecEnvAdapter(VecEnv):
         single = env.single_observation_space
         obs_space = history_observation_space(single) if observation_form == "history" else single
         steps, n = env.config.glimpses, env.num_envs
-        self._history_glimpses = torch.zeros(n, steps, *single["glimpse"].shape, device=env.device)  # (N,T,k,C,g,g)
+        glimpse_shape = cast(spaces.Box, single["glimpse"]).shape
+        self._history_glimpses = torch.zeros(n, steps, *glimpse_shape, device=env.device)  # (N,T,k,C,g,g)
         self._history_locations = torch.zeros(n, steps, 2, device=env.device)  # (N, T, 2)
         self._actions: np.ndarray | None = None
         super().__init__(env.num_envs, obs_space, env.single_action_space)

@@ -74,10 +74,11 @@ class SensorSpec:
 _FAR = 1e9
 
 
-def patch_start(location: np.ndarray | torch.Tensor, extent: int, patch: int):
+def patch_start(location: np.ndarray | torch.Tensor, extent: int, patch: int | torch.Tensor):
     """First pixel index of a ``patch``-wide window centred on normalised ``location`` along an axis of ``extent``.
 
-    Works on numpy arrays and torch tensors alike (float64 in, integer-valued float64 out).
+    Works on numpy arrays and torch tensors alike (float64 in, integer-valued float64 out); ``patch`` may be a tensor
+    of sides (one per scale) that broadcasts against a tensor ``location``.
     """
     # Locations are clamped to +-1e9 first: every patch there reads only zeros, as it does anywhere farther out, and
     # the arithmetic cannot overflow (numpy's int() of inf, torch's undefined float -> long of values beyond 2**63).

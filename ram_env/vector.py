@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -99,13 +100,13 @@ class GlimpseVectorEnv(VectorEnv):
             self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self.device = torch.device(device)
         self.render_mode = None
-        self.single_observation_space = self.task.observation_space()
+        self.single_observation_space: spaces.Dict = self.task.observation_space()
         self.single_action_space = self.task.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
         self.images, self.labels = _data_on(self.task, self.device)  # (N_data, C, h, w), (N_data,); shared
-        self._fixed: Layout | None = None
+        self._fixed: Layout[torch.Tensor] | None = None
         if self.config.split != "train":
             self._fixed = self.task.fixed_layout.to_torch(self.device)
         self._generator = torch.Generator(device=self.device)
@@ -173,8 +174,7 @@ class GlimpseVectorEnv(VectorEnv):
         else:
             index = torch.randint(0, n_data, (k,), generator=self._generator, device=self.device)
         if self._fixed is None:
-            hw = tuple(self.images.shape[2:])
-            layout = sample_layout_torch(self._generator, index, n_data, hw, self.config.canvas)
+            layout = sample_layout_torch(self._generator, index, n_data, self.task.image_hw, self.config.canvas)
         else:
             layout = Layout(*(v[index] for v in self._fixed._fields()))
         self.canvas = compose_torch(self.images, layout, self.config.canvas)  # (N / M, C, H, W)
@@ -188,6 +188,7 @@ class GlimpseVectorEnv(VectorEnv):
         self._t = 0
 
     def _get_obs(self) -> dict[str, torch.Tensor]:
+        assert self._table is not None, "reset() builds the summed-area tables"
         sensor = self.config.sensor
         glimpse = glimpse_from_integral(
             self._table, self.location, sensor, pixel_scale=1.0 / 255.0, table_row=self._table_row

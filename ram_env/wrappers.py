@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 
 class GlimpseHistory(gym.ObservationWrapper):
@@ -22,9 +23,10 @@ class GlimpseHistory(gym.ObservationWrapper):
         super().__init__(env)
         from ram_env.sb3 import history_observation_space
 
-        self.observation_space = history_observation_space(env.observation_space)
-        steps = self.observation_space["t"].n
-        self._glimpses = np.zeros(self.observation_space["glimpses"].shape, dtype=np.float32)  # (T, k, C, g, g)
+        space = history_observation_space(cast(spaces.Dict, env.observation_space))
+        self.observation_space = space
+        steps = int(cast(spaces.Discrete, space["t"]).n)
+        self._glimpses = np.zeros(cast(spaces.Box, space["glimpses"]).shape, dtype=np.float32)  # (T, k, C, g, g)
         self._locations = np.zeros((steps, 2), dtype=np.float32)  # (T, 2)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:

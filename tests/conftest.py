@@ -1,4 +1,7 @@
-"""Shared fixtures: real-data skip markers, an isolated download cache and a tiny fake CIFAR-10.
+"""Shared fixtures: real-data skip markers, an isolated download cache, a tiny fake CIFAR-10, README snippets.
+
+The whole test run uses one torch thread (set at import): results do not depend on the machine's core count, and
+on a small shared machine more threads only wait for each other.
 
 Markers (registered here, applied with ``@pytest.mark.requires_mnist`` or ``pytest.param(..., marks=...)``):
 
@@ -11,14 +14,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import ram_env
 from agents.threads import set_threads
 from ram_env.datasets import data_root
+
+torch.set_num_threads(1)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 _MNIST_STEMS = (
     "train-images-idx3-ubyte",
@@ -134,3 +144,19 @@ def env_kwargs(cifar_dir: Path):
         return {}
 
     return kwargs
+
+
+@pytest.fixture(scope="session")
+def readme_snippet() -> Callable[[str], str]:
+    """``readme_snippet(text)``: the source of the one ```python block of README.md that contains ``text``.
+
+    Tests run the README's examples as written there (no copies to drift apart from it).
+    """
+    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+
+    def find(text: str) -> str:
+        found = [b for b in blocks if text in b]
+        assert len(found) == 1, f"README.md has {len(found)} python blocks containing {text!r}, expected one"
+        return found[0]
+
+    return find

@@ -4,7 +4,7 @@ true labels after each PPO update)."""
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 
 
 class AuxRolloutBufferSamples(NamedTuple):
@@ -40,7 +41,11 @@ class LabelledRecurrentDictRolloutBuffer(RecurrentDictRolloutBuffer):
             self.labels = self.swap_and_flatten(self.labels)
         yield from super().get(batch_size)
 
-    def _get_samples(self, batch_inds: np.ndarray, env_change: np.ndarray, env=None) -> AuxRolloutBufferSamples:
+    # sb3-contrib's own _get_samples already departs from SB3's signature (env_change); ours returns its samples
+    # with labels added, a NamedTuple that cannot subclass theirs.
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray, env_change: np.ndarray, env=None
+    ) -> AuxRolloutBufferSamples:
         samples = super()._get_samples(batch_inds, env_change, env)
         labels = self.pad_and_flatten(self.labels[batch_inds]).long()  # padding reads 0; it is masked out
         return AuxRolloutBufferSamples(*samples, labels=labels)
@@ -78,7 +83,7 @@ class AuxiliaryRecurrentPPO(RecurrentPPO):
                 "AuxiliaryRecurrentPPO needs the 'grid' action form (MultiDiscrete); "
                 f"got {type(self.action_space).__name__}"
             )
-        old = self.rollout_buffer
+        old = cast(RecurrentDictRolloutBuffer, self.rollout_buffer)  # RecurrentPPO's buffer for Dict observations
         self.rollout_buffer = LabelledRecurrentDictRolloutBuffer(
             self.n_steps,
             self.observation_space,
@@ -104,15 +109,21 @@ class AuxiliaryRecurrentPPO(RecurrentPPO):
         super().train()
         self.policy.set_training_mode(True)
         losses, accuracies = [], []
+        policy = cast(RecurrentActorCriticPolicy, self.policy)
         for _ in range(self.aux_epochs):
-            for data in self.rollout_buffer.get(self.batch_size):
+            for samples in self.rollout_buffer.get(self.batch_size):
+                data = cast(AuxRolloutBufferSamples, samples)  # from LabelledRecurrentDictRolloutBuffer
                 labelled = (data.mask > 1e-8) & (data.labels >= 0)  # episode ends, not sequence padding
                 if not bool(labelled.any()):
                     continue
-                distribution, _ = self.policy.get_distribution(
-                    data.observations, data.lstm_states.pi, data.episode_starts
+                # sb3-contrib annotates the observation as a Tensor; a MultiInputLstmPolicy takes the dict.
+                distribution, _ = policy.get_distribution(
+                    data.observations,  # type: ignore[arg-type]
+                    data.lstm_states.pi,
+                    data.episode_starts,
                 )
-                class_logits = distribution.distribution[-1].logits[labelled]  # (L, n_classes)
+                heads = cast(list[torch.distributions.Categorical], distribution.distribution)  # one per grid dimension
+                class_logits = heads[-1].logits[labelled]  # (L, n_classes)
                 ce = F.cross_entropy(class_logits, data.labels[labelled])
                 self.policy.optimizer.zero_grad()
                 (self.aux_coef * ce).backward()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -29,8 +31,8 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Dict, glimpse_hidden: int = 128, glimpse_out: int = 256):
         self.history = "glimpses" in observation_space.spaces
-        steps = observation_space["t"].n
-        shape = observation_space["glimpses" if self.history else "glimpse"].shape
+        steps = int(cast(spaces.Discrete, observation_space["t"]).n)
+        shape = cast(spaces.Box, observation_space["glimpses" if self.history else "glimpse"]).shape
         glimpse_shape = shape[1:] if self.history else shape  # (k, C, g, g)
         super().__init__(observation_space, steps * glimpse_out + steps if self.history else glimpse_out)
         self.what = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(glimpse_shape)), glimpse_hidden), nn.ReLU())

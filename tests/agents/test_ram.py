@@ -1,4 +1,7 @@
-"""The RAM agent: gradient routing, learning on real MNIST, save/load, exact resume."""
+"""The RAM agent end to end: exact resume, save/load, SB3's evaluation loop, evaluate.py, learning on real MNIST.
+
+The loss and its gradient routing are tested in tests/agents/test_rollout.py.
+"""
 
 from __future__ import annotations
 
@@ -12,91 +15,12 @@ from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig, resolve_config
 from agents.evaluation import evaluate_model
 from agents.policies import evaluate_checkpoint
-from agents.ram import RAMConfig, RecurrentAttentionModel
-from agents.rollout import EpisodeRunner, rollout
+from agents.ram import RecurrentAttentionModel
 from agents.trainer import train
 from evaluate import main as evaluate_main
 from ram_env.vector import GlimpseVectorEnv
 
 TINY = {"dataset": "tiny", "glimpses": 4, "glimpse_size": 4, "num_scales": 2, "canvas_size": 24}
-requires_mnist = pytest.mark.skipif(
-    not os.environ.get("RAM_DATA_DIR"), reason="set RAM_DATA_DIR to a folder with mnist/ to run real-data tests"
-)
-
-
-def _trajectory(config: RAMConfig, seed: int = 0):
-    torch.manual_seed(seed)
-    env = GlimpseVectorEnv(32, **TINY)
-    model = RecurrentAttentionModel(env.single_observation_space["glimpse"].shape, env.task.n_classes, config)
-    traj = rollout(model, EpisodeRunner(env, seed=seed), generator=torch.Generator().manual_seed(seed))
-    return model, traj
-
-
-def _grads(model: RecurrentAttentionModel, loss: torch.Tensor) -> dict[str, float]:
-    """Gradient norm of each of the paper's networks for ``loss`` alone."""
-    model.zero_grad(set_to_none=True)
-    loss.backward(retain_graph=True)
-    out = {}
-    for name in ("glimpse_net", "core", "location_net", "action_net", "baseline_net"):
-        grads = [p.grad for p in getattr(model, name).parameters() if p.grad is not None]
-        out[name] = float(sum(g.abs().sum() for g in grads)) if grads else 0.0
-    return out
-
-
-def _parts(traj):
-    ce = torch.nn.functional.cross_entropy(traj.logits, traj.labels)
-    advantage = (traj.reward[:, None] - traj.baseline).detach()
-    reinforce = -(traj.log_pi * advantage).sum(1).mean()
-    baseline = ((traj.baseline - traj.reward[:, None]) ** 2).mean()
-    return ce, reinforce, baseline
-
-
-def test_location_network_learns_from_reinforce_only():
-    model, traj = _trajectory(RAMConfig(hidden_size=32, glimpse_hidden=16, glimpse_out=32))
-    ce, reinforce, _ = _parts(traj)
-    g_ce = _grads(model, ce)
-    assert g_ce["location_net"] == 0.0, "classifier loss reached the location network"
-    assert g_ce["core"] > 0 and g_ce["glimpse_net"] > 0 and g_ce["action_net"] > 0
-    g_rl = _grads(model, reinforce)
-    assert g_rl["location_net"] > 0
-    # Default routing: REINFORCE stops at the location network.
-    assert g_rl["core"] == 0.0 and g_rl["glimpse_net"] == 0.0 and g_rl["action_net"] == 0.0
-
-
-def test_reinforce_into_core_switch_routes_gradient_into_core():
-    model, traj = _trajectory(RAMConfig(hidden_size=32, glimpse_hidden=16, glimpse_out=32, reinforce_into_core=True))
-    _, reinforce, _ = _parts(traj)
-    g_rl = _grads(model, reinforce)
-    assert g_rl["location_net"] > 0 and g_rl["core"] > 0 and g_rl["glimpse_net"] > 0
-    assert g_rl["action_net"] == 0.0
-
-
-def test_baseline_gradient_stops_at_the_core():
-    model, traj = _trajectory(RAMConfig(hidden_size=32, glimpse_hidden=16, glimpse_out=32, core="lstm"))
-    _, _, baseline = _parts(traj)
-    g_b = _grads(model, baseline)
-    assert g_b["baseline_net"] > 0
-    assert g_b["core"] == 0.0 and g_b["glimpse_net"] == 0.0 and g_b["location_net"] == 0.0
-
-
-def test_no_classifier_gradient_reaches_earlier_locations():
-    # Locations come back from the environment as plain observations: nothing upstream of a glimpse position
-    # carries a graph, so the classifier's loss cannot move where an earlier glimpse was taken.
-    model, traj = _trajectory(RAMConfig(hidden_size=32, glimpse_hidden=16, glimpse_out=32))
-    assert not traj.locations.requires_grad
-    mu = traj.means
-    assert mu.requires_grad
-    grad_mu = torch.autograd.grad(torch.nn.functional.cross_entropy(traj.logits, traj.labels), mu, allow_unused=True)
-    assert grad_mu[0] is None or float(grad_mu[0].abs().sum()) == 0.0
-
-
-def test_deterministic_rollout_uses_the_mean():
-    model, _ = _trajectory(RAMConfig(hidden_size=32, glimpse_hidden=16, glimpse_out=32, location_std=0.2))
-    env = GlimpseVectorEnv(8, initial_location="center", **TINY)
-    with torch.no_grad():
-        traj = rollout(model, EpisodeRunner(env, seed=3), deterministic=True)
-    # The next glimpse is taken exactly at the (clipped) mean of the policy.
-    assert torch.allclose(traj.locations[:, 1:], traj.means.clamp(-1, 1))
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:
@@ -162,14 +86,17 @@ def test_sb3_evaluate_policy_scores_the_agent(tmp_path, action_form):
     model = RecurrentAttentionModel.from_args(payload["model_args"])
     model.load_state_dict(payload["model"])
     model.predict_action_form = action_form
-    kwargs = {**payload["env_kwargs"], "split": "validation", "action_form": action_form}
+    # Centred first glimpses: SB3's loop and ours play the same 64 episodes (same images, same mean locations).
+    kwargs = {**payload["env_kwargs"], "split": "validation", "action_form": action_form, "initial_location": "center"}
     venv = VecMonitor(SB3VecEnvAdapter(GlimpseVectorEnv(16, **kwargs)))
     venv.seed(0)
     mean_reward, _ = evaluate_policy(model, venv, n_eval_episodes=64, deterministic=True)
-    ours = evaluate_model(model, {**kwargs, "action_form": "dict"}, mc_samples=1)
-    # SB3's loop and ours score the same agent on the same 64 images (initial locations differ): close accuracies.
-    assert mean_reward == pytest.approx(1 - ours.error_mean_location / 100, abs=0.15)
-    assert mean_reward > 0.5  # well above the 25 % chance of the 4 tiny classes
+    ours = 1 - evaluate_model(model, {**kwargs, "action_form": "dict"}, mc_samples=1).error_mean_location / 100
+    if action_form == "box":  # the box action is the mean location itself: the very same episodes
+        assert mean_reward == pytest.approx(ours, abs=1e-9)
+    else:  # grid cells round the locations to a 9 x 9 grid: a few glimpses differ (measured: 0 to 1 episode)
+        assert mean_reward == pytest.approx(ours, abs=0.1)
+    assert mean_reward > 0.4  # chance is 25 % (4 tiny classes); measured 0.67 and 0.72 with seeds 3 and 4
 
 
 def test_evaluate_script_reproduces_the_reported_validation_error(tmp_path):
@@ -188,7 +115,7 @@ def test_evaluate_script_reproduces_the_reported_validation_error(tmp_path):
     assert report["episodes"] == 64 and report["env_id"] == "RAM/MNIST-v0"
 
 
-@requires_mnist
+@pytest.mark.requires_mnist
 def test_short_run_learns_well_above_chance_on_real_mnist(tmp_path):
     summary = train(
         _config(
@@ -202,5 +129,6 @@ def test_short_run_learns_well_above_chance_on_real_mnist(tmp_path):
         ),
         progress=False,
     )
-    # 250 updates (about 5 s here) take a 90 % (chance) validation error below 40 %.
-    assert summary["best_val_error_mean_location"] < 40.0
+    # 250 updates take the 90 % (chance) validation error to 28 % (measured, seed 3, one thread); 50 % leaves room
+    # for other seeds and machines while still failing a run that does not learn.
+    assert summary["best_val_error_mean_location"] < 50.0

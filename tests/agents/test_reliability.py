@@ -44,15 +44,6 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """In-process training on one thread: on a small, shared machine more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snapshot(root: Path) -> dict[str, str]:
     """Every file and directory under ``root`` with its content hash: equal snapshots mean nothing changed."""
     return {

@@ -147,8 +147,6 @@ def test_algorithm_trains_saves_and_evaluates(algo, tmp_path, quick_eval, capsys
     assert evaluate.main([str(run), "--mc-samples", "2", "--json", str(report_path), "--device", "cpu"]) == 0
     report = json.loads(report_path.read_text())
     assert report["algo"] == algo and report["episodes"] == 200 and report["mc_samples"] == 2
-    for key in ("error_sampled", "error_mean_location", "error_monte_carlo"):
-        assert 0.0 <= report[key] <= 100.0
     # An occupied output directory is refused.
     assert train_agent.main([*flags, "--output", str(run), "--device", "cpu"]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -244,26 +242,13 @@ def test_auxiliary_cross_entropy_trains_the_classifier():
 
 # ------------------------------------------------------------------------------------------------ README snippet
 
-README_SNIPPET = """
-from stable_baselines3 import PPO
-
-from agents.sb3 import GlimpseFeaturesExtractor
-from ram_env.sb3 import make_sb3_vec_env
-
-venv = make_sb3_vec_env("RAM/MNIST-v0", n_envs=16, action_form="grid", observation_form="history")
-model = PPO("MultiInputPolicy", venv, n_steps=24, batch_size=96,
-            policy_kwargs=dict(features_extractor_class=GlimpseFeaturesExtractor))
-model.learn(total_timesteps=2_000)
-obs = venv.reset()
-actions, _ = model.predict(obs, deterministic=True)  # (16, 3): grid x, grid y, class
-"""
-
 
 @pytest.mark.requires_mnist
-def test_readme_snippet_runs():
+def test_readme_snippet_runs(readme_snippet):
     namespace: dict = {}
-    exec(compile(README_SNIPPET, "README snippet", "exec"), namespace)
+    exec(compile(readme_snippet("make_sb3_vec_env("), "README.md (plain SB3 code)", "exec"), namespace)
     assert namespace["actions"].shape == (16, 3)
+    assert namespace["model"].num_timesteps >= 2_000
 
 
 def test_sb3_contrib_is_a_base_dependency():

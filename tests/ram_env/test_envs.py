@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import ram_env
+from ram_env import BENCHMARKS
 from ram_env.envs import GlimpseEnv
 from ram_env.sensor import glimpse_numpy
 
@@ -224,6 +224,25 @@ def test_initial_location_center_and_random():
     assert firsts.min() < -0.5 and firsts.max() > 0.5
 
 
+def test_reset_options_choose_the_image_and_first_location():
+    env = _tiny().unwrapped
+    obs, info = env.reset(seed=0, options={"index": 5, "location": (0.25, -0.5)})
+    assert info["index"] == 5
+    np.testing.assert_array_equal(obs["location"], np.float32([0.25, -0.5]))
+    for options, message in [
+        ({"index": 256}, r"index must be an integer in \[0, 256\)"),
+        ({"index": 1.0}, "index must be an integer"),
+        ({"location": (1.5, 0.0)}, "location must be a finite"),
+        ({"location": (0.0, 0.0, 0.0)}, "location must be a finite"),
+        ({"image": 3}, "unknown reset option"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            env.reset(options=options)
+    ordered = _tiny(split="test").unwrapped
+    assert ordered.reset(options={"index": 10})[1]["index"] == 10
+    assert [ordered.reset()[1]["index"] for _ in range(2)] == [0, 1]  # the ordered pass did not advance
+
+
 def test_render_rgb_array():
     env = _tiny(render_mode="rgb_array", canvas_size=32)
     env.reset(seed=0)
@@ -264,6 +283,16 @@ def test_registered_defaults_and_override_on_mnist():
     cluttered = _make("RAM/ClutteredMNIST100-v0")
     obs, _ = cluttered.reset(seed=0)
     assert obs["glimpse"].shape == (4, 1, 12, 12) and cluttered.unwrapped.canvas.shape == (1, 100, 100)
+
+
+@pytest.mark.requires_mnist
+def test_readme_environment_snippet_runs(readme_snippet):
+    namespace: dict = {}
+    exec(compile(readme_snippet('gym.make("ram_env:RAM/ClutteredMNIST60-v0"'), "README.md", "exec"), namespace)
+    env = namespace["env"]
+    assert env.unwrapped.config.glimpses == 8 and env.render().dtype == np.uint8
+    assert namespace["obs"]["glimpse"].shape == (3, 1, 12, 12)
+    assert namespace["reward"] == 0.0 and not namespace["terminated"]  # one glimpse of eight taken
 
 
 # ----------------------------------------------------------------------------------------------- action forms
@@ -387,13 +416,6 @@ def test_bad_constructor_arguments():
         _make("RAM/MNIST-v0", dataset="mnist2")
 
 
-def test_every_benchmark_is_registered():
-    for env_id in ram_env.BENCHMARKS:
-        spec = gym.spec(env_id)
-        assert spec.entry_point == "ram_env.envs:GlimpseEnv"
-        assert spec.vector_entry_point == "ram_env.vector:GlimpseVectorEnv"
-
-
 def test_oversized_glimpse_warns():
     from ram_env.task import Task, TaskConfig
 
@@ -419,7 +441,7 @@ def test_registered_envs_do_not_warn_about_the_glimpse():
     image_side = {"mnist": 28, "omniglot": 105, "cifar10": 32}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for kwargs in ram_env.BENCHMARKS.values():
+        for kwargs in BENCHMARKS.values():
             config = TaskConfig(**kwargs)
             side = config.canvas_size or image_side[config.dataset]
             config.check_glimpse_fits(side, side)
