@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
 import train_agent
 from agents.checkpoint import load_checkpoint, save_checkpoint
@@ -18,14 +17,6 @@ from agents.runs import RunLock, StopFlag, config_from_command_line, finite, wri
 from agents.trainer import RAMTrainer, train
 
 TINY = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny(output: Path, **overrides) -> TrainConfig:
