@@ -13,7 +13,9 @@ environment step far dearer on a CPU), then its ``last.pt`` is scored on the who
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ import torch
 
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
+from agents.runs import hardware_name
 from agents.sb3 import ALGORITHMS, evaluate_sb3_checkpoint, train_sb3
 from agents.threads import set_threads
 
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "hardware": hardware_name(torch.device(args.device)),
+        "load_average": os.getloadavg(),
         "env": "RAM/MNIST-v0",
         "glimpses": args.glimpses,
         "n_envs": args.n_envs,
