@@ -44,6 +44,8 @@ from torch import nn
 from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, UserError
 from agents.evaluation import EvaluationResult, make_report
+from agents.threads import torch_threads
+from agents.trainer import lr_factor
 from ram_env.canvas import Layout, compose_torch, sample_layout_torch
 from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
@@ -309,7 +311,8 @@ def train_control(config: ControlConfig, *, log: bool = True) -> dict[str, Any]:
 
     :return: the checkpoint's payload (``model`` holds the best epoch's weights; ``history`` every epoch).
     """
-    from agents.manifest import git_commit, hardware_description  # provenance of the run
+    from agents.manifest import hardware_description  # provenance of the run
+    from agents.runs import git_commit
 
     config.validate()
     device = torch.device(config.device)
@@ -319,16 +322,12 @@ def train_control(config: ControlConfig, *, log: bool = True) -> dict[str, Any]:
     train_data = CanvasBatches(env_kwargs, "train", device)
     val_data = CanvasBatches(env_kwargs, "validation", device)
     output = Path(config.output) if config.output else default_output(config)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         torch.manual_seed(config.seed)
         model_args = model_args_for(config, train_data.canvas_shape, train_data.task.n_classes)
         model = build_control(model_args).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: config.lr_decay ** (step // config.lr_decay_steps)
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
         steps_per_epoch = math.ceil((config.epoch_images or len(train_data)) / config.batch_size)
         generator = torch.Generator(device=device)
         history: list[dict[str, Any]] = []
@@ -395,8 +394,6 @@ def train_control(config: ControlConfig, *, log: bool = True) -> dict[str, Any]:
                 "hardware": hardware_description(device, config.threads),
             },
         }
-    finally:
-        torch.set_num_threads(previous_threads)
     save_checkpoint(payload, output)
     if log:
         print(f"wrote {output}: best validation error {best['val_error']:.2f}% at epoch {best['epoch']}")

@@ -185,7 +185,8 @@ def evaluate_policy(
     """
     device = torch.device(device)
     kwargs = {**env_kwargs, "ordered": True, "action_form": "dict"}
-    n_data = len(Task(TaskConfig.from_kwargs(**kwargs)).data)
+    task = Task(TaskConfig.from_kwargs(**kwargs))
+    n_data = len(task.data)
     n = min(n_data, max_images) if max_images else n_data
     # No more distinct images per batch than the split holds, so an image never appears twice in one batch.
     batch_images = min(batch_images, n)
@@ -204,7 +205,7 @@ def evaluate_policy(
         assert bool(seen.all()), "an ordered pass missed images"
 
     labels = torch.zeros(n, dtype=torch.long, device=device)
-    n_classes = Task(TaskConfig.from_kwargs(**kwargs)).n_classes
+    n_classes = task.n_classes
     prob_sum = torch.zeros(n, n_classes, device=device)
     wrong = torch.zeros(n, device=device)
     for index, truth, probs, _ in ordered_pass(mc_samples, deterministic=False):

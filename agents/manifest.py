@@ -36,14 +36,10 @@ command line. ``wall_time_s``, ``updates`` and ``images_seen`` are those of the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import platform
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +47,12 @@ import torch
 
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import UserError
+from agents.runs import REPO_ROOT, cpu_model
+from agents.threads import torch_threads
 
 FORMAT = "ram-attention-manifest"
 VERSION = 1
 #: The repository root (entries' ``file`` paths are relative to it).
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Monte Carlo samples of the manifest's test errors (as ``evaluate.py --mc-samples 10``).
 MC_SAMPLES = 10
 #: Task names of the environment ids (the paper's tables' rows).
@@ -117,32 +114,6 @@ RESUME_ONLY_KEYS = ("optimizer", "scheduler")
 # ------------------------------------------------------------------------------------------------------ provenance
 
 
-def git_commit(root: Path = REPO_ROOT) -> str:
-    """The commit checked out in ``root`` (``-dirty`` appended when tracked files differ from it), or "unknown"."""
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def hardware_description(device: torch.device | str = "cpu", threads: int | None = None) -> str:
     """One line naming the hardware of a run: the GPU, or the CPU model, and the torch thread count."""
     device = torch.device(device)
@@ -201,17 +172,6 @@ def strip_for_shipping(payload: dict[str, Any]) -> dict[str, Any]:
 def ship_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Copy ``source`` to ``target`` without its optimizer and scheduler states (a smaller file)."""
     return save_checkpoint(strip_for_shipping(load_checkpoint(source)), target)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads (evaluation with one thread is bit-for-bit repeatable)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def evaluate_for_manifest(payload: dict[str, Any], *, mc_samples: int = MC_SAMPLES, split: str = "test"):

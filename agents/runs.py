@@ -231,38 +231,53 @@ def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], P
     return state, run_dir if run_dir.is_dir() else run_dir.parent
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit(root: Path = REPO_ROOT) -> str | None:
+    """The commit checked out in ``root`` (``-dirty`` appended when tracked files differ from it), or None outside a
+    git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     """Where a checkpoint is trained: the git commit of the code (``-dirty`` with uncommitted changes), the hardware,
     torch's version and thread count."""
-    root = Path(__file__).resolve().parents[1]
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        commit += "-dirty" if dirty else ""
     return {
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "hardware": hardware_name(device),
         "torch": str(torch.__version__),  # a str subclass, which weights_only loading rejects
         "threads": torch.get_num_threads(),
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def hardware_name(device: torch.device) -> str:
     """The GPU's name on CUDA, else the CPU model and its core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def write_json(path: Path, value: Any) -> None:

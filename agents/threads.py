@@ -13,8 +13,10 @@ An explicit ``--threads N`` wins over both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -70,3 +72,15 @@ def set_threads(threads: str | int | None = AUTO) -> int:
             pass
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads and restore the previous count after
+    (evaluation with one thread is bit-for-bit repeatable)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -52,7 +52,14 @@ from ram_env.seeding import stream_seed
 from ram_env.vector import GlimpseVectorEnv
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
+class StepDecay(Protocol):
+    """A configuration with the seed implementation's staircase schedule (``TrainConfig``, ``ControlConfig``)."""
+
+    lr_decay: float
+    lr_decay_steps: int
+
+
+def lr_factor(step: int, config: StepDecay) -> float:
     """Staircase decay: ``lr_decay ** (step // lr_decay_steps)``."""
     return config.lr_decay ** (step // config.lr_decay_steps)
 

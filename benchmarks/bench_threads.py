@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from agents.config import resolve_config
+from agents.runs import cpu_model
 from agents.threads import set_threads
 from agents.trainer import RAMTrainer
 
@@ -42,17 +43,6 @@ print("ready", flush=True)
 while True:
     a = torch.tanh(a @ a)
 """
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (else platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def start_load(procs: int, threads: int) -> list[subprocess.Popen]:

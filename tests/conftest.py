@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import ram_env
+from agents.config import TrainConfig, resolve_config
 from agents.threads import set_threads
 from ram_env.datasets import data_root
 
@@ -160,3 +161,29 @@ def readme_snippet() -> Callable[[str], str]:
         return found[0]
 
     return find
+
+
+#: A tiny task for training tests: the generated 4-class set on 24 x 24 canvases, 2 scales of 4 x 4.
+TINY_ENV_ARGS = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config() -> Callable[..., TrainConfig]:
+    """``tiny_run_config(output, **overrides)``: a RAM training configuration that trains in about a second (the tiny
+    task, a small agent, one epoch, batch 16, seed 3, CPU), with ``overrides`` applied as command-line flags are."""
+
+    def make(output: Path, **overrides) -> TrainConfig:
+        values = dict(
+            env_args=TINY_ENV_ARGS,
+            output=str(output),
+            device="cpu",
+            seed=3,
+            epochs=1,
+            batch_size=16,
+            hidden_size=32,
+            glimpse_hidden=16,
+            glimpse_out=32,
+        )
+        return resolve_config({**values, **overrides})
+
+    return make

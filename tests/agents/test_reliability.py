@@ -28,7 +28,6 @@ import evaluate
 import train_agent
 from agents.checkpoint import load_checkpoint
 from agents.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR
-from agents.config import resolve_config
 from agents.trainer import train
 from ram_env.envs import GlimpseEnv
 from ram_env.vector import GlimpseVectorEnv
@@ -158,26 +157,11 @@ def test_sigint_writes_a_checkpoint_says_how_to_resume_and_exits_130(tmp_path):
 # --------------------------------------------------------------------------------------------------- bad input
 
 
-def _reference_config(output: Path, **overrides):
-    values = dict(
-        env_args=TINY,
-        output=str(output),
-        device="cpu",
-        seed=3,
-        epochs=1,
-        batch_size=16,
-        hidden_size=32,
-        glimpse_hidden=16,
-        glimpse_out=32,
-    )
-    return resolve_config({**values, **overrides})
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory, tiny_run_config) -> Path:
     """A finished tiny run (its run directory); tests copy it before touching it."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    train(_reference_config(run), progress=False)
+    train(tiny_run_config(run), progress=False)
     return run
 
 
@@ -314,10 +298,10 @@ def test_damaged_data_files_fail_cleanly(damage, mnist_copy, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------- determinism
 
 
-def test_training_is_deterministic_given_the_seed(tmp_path):
+def test_training_is_deterministic_given_the_seed(tmp_path, tiny_run_config):
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        config = _reference_config(tmp_path / name, seed=seed, epochs=2, batch_size=32)
+        config = tiny_run_config(tmp_path / name, seed=seed, epochs=2, batch_size=32)
         runs[name] = train(config, progress=False)
     states = {name: load_checkpoint(tmp_path / name / "last.pt") for name in runs}
     _weights_equal(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")

@@ -19,21 +19,6 @@ from agents.trainer import RAMTrainer, train
 TINY = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
 
 
-def _tiny(output: Path, **overrides) -> TrainConfig:
-    values = dict(
-        env_args=TINY,
-        output=str(output),
-        device="cpu",
-        seed=3,
-        epochs=2,
-        batch_size=16,
-        hidden_size=32,
-        glimpse_hidden=16,
-        glimpse_out=32,
-    )
-    return resolve_config({**values, **overrides})
-
-
 def _strict_json(path: Path):
     def refuse(constant: str):
         raise ValueError(f"{path} holds {constant}, which strict JSON readers reject")
@@ -92,8 +77,8 @@ def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
 # ------------------------------------------------------------------------------------------------ early stops
 
 
-def test_run_stopped_before_its_first_validation_validates_and_writes_strict_json(tmp_path):
-    summary = train(_tiny(tmp_path / "run", time_limit=1e-6), progress=False)
+def test_run_stopped_before_its_first_validation_validates_and_writes_strict_json(tmp_path, tiny_run_config):
+    summary = train(tiny_run_config(tmp_path / "run", epochs=2, time_limit=1e-6), progress=False)
     run = tmp_path / "run"
     assert summary["stopped"] == "time limit" and summary["steps"] == 1
     best = load_checkpoint(run / "best.pt")
@@ -102,13 +87,13 @@ def test_run_stopped_before_its_first_validation_validates_and_writes_strict_jso
     assert [r["step"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())] == [1]
 
 
-def test_stop_request_checkpoints_validates_and_raises(tmp_path):
+def test_stop_request_checkpoints_validates_and_raises(tmp_path, tiny_run_config):
     from agents.config import TrainingInterrupted
 
     stop = StopFlag()
     stop.requested = True
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        train(_tiny(tmp_path / "run"), progress=False, stop=stop)
+        train(tiny_run_config(tmp_path / "run", epochs=2), progress=False, stop=stop)
     assert load_checkpoint(tmp_path / "run" / "best.pt")["global_step"] == 1
     assert _strict_json(tmp_path / "run" / "summary.json")["stopped"] == "interrupted"
 
@@ -134,16 +119,16 @@ class _SignalProbe(StopFlag):
         return False
 
 
-def test_library_training_installs_no_signal_handlers(tmp_path):
+def test_library_training_installs_no_signal_handlers(tmp_path, tiny_run_config):
     before = signal.getsignal(signal.SIGINT)
     probe = _SignalProbe()
-    train(_tiny(tmp_path / "run", epochs=1), progress=False, stop=probe)
+    train(tiny_run_config(tmp_path / "run", epochs=1), progress=False, stop=probe)
     assert probe.handlers and all(handler is before for handler in probe.handlers)
 
 
-def test_a_second_live_writer_of_a_run_directory_is_refused(tmp_path, capsys):
+def test_a_second_live_writer_of_a_run_directory_is_refused(tmp_path, tiny_run_config, capsys):
     run = tmp_path / "run"
-    train(_tiny(run, epochs=1), progress=False)
+    train(tiny_run_config(run, epochs=1), progress=False)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     with RunLock(run):  # a live run holds the directory
         with pytest.raises(UserError, match="being written by a live run"):
@@ -153,4 +138,4 @@ def test_a_second_live_writer_of_a_run_directory_is_refused(tmp_path, capsys):
         assert "being written by a live run" in capsys.readouterr().err
         assert train_agent.main(["--resume", str(run)]) == 2
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
-    RAMTrainer(_tiny(run, epochs=1, overwrite=True), progress=False).run()  # free again once released
+    RAMTrainer(tiny_run_config(run, epochs=1, overwrite=True), progress=False).run()  # free again once released

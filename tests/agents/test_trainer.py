@@ -9,6 +9,7 @@ import pytest
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig, resolve_config
 from agents.trainer import lr_factor, train
+from ram_env.task import Task, TaskConfig
 
 
 def test_lr_factor_decays_once_every_lr_decay_steps_updates():
@@ -41,26 +42,14 @@ def test_trainer_learning_rate_after_k_updates(tmp_path):
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**2, rel=1e-12)
 
 
-def test_cifar10_preset_trains_and_evaluates_on_generated_batches(tmp_path):
+def test_cifar10_preset_trains_and_evaluates_on_generated_batches(tmp_path, cifar_dir):
     """No CIFAR-10 files are available to the test suite: the preset (LSTM core, convolutional glimpse network,
-    3 colour channels) runs end to end on batches in the official pickle format, filled with random pixels."""
-    import pickle
-
-    import numpy as np
-
+    3 colour channels) runs end to end on the suite's fake batches in the official pickle format (random pixels)."""
     import evaluate
     import train_agent
 
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (32, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 32))}
-        batch[b"labels"] = [int(x) for x in batch[b"labels"]]
-        with open(folder / name, "wb") as handle:
-            pickle.dump(batch, handle, protocol=2)
     run = tmp_path / "run"
-    flags = ["--preset", "cifar10-4g", "--env-args", f"data_dir={tmp_path},download=false", "--device", "cpu"]
+    flags = ["--preset", "cifar10-4g", "--env-args", f"data_dir={cifar_dir},download=false", "--device", "cpu"]
     assert train_agent.main([*flags, "--epochs", "2", "--batch-size", "16", "--output", str(run)]) == 0
     state = load_checkpoint(run / "best.pt")
     assert state["config"]["core"] == "lstm" and state["config"]["conv_glimpse"]
@@ -68,4 +57,6 @@ def test_cifar10_preset_trains_and_evaluates_on_generated_batches(tmp_path):
     assert state["global_step"] > 0 and len(state["history"]) >= 1
     report = tmp_path / "report.json"
     assert evaluate.main([str(run), "--mc-samples", "2", "--json", str(report), "--device", "cpu"]) == 0
-    assert json.loads(report.read_text())["episodes"] == 32
+    assert json.loads(report.read_text())["episodes"] == len(
+        Task(TaskConfig(dataset="cifar10", data_dir=str(cifar_dir), download=False, split="test")).data
+    )
