@@ -99,6 +99,11 @@ class TrainConfig:
         "fp32, or bf16: the rollout's matrix products in bfloat16 (torch.autocast; weights and optimizer stay fp32)",
         choices=("fp32", "bf16"),
     )
+    cuda_graph: bool = _f(
+        True,
+        "on CUDA, replay the update's batch, rollout, loss and backward as one captured CUDA graph (checked against "
+        "the eager update once; --no-cuda-graph trains eagerly). No effect on CPU or under torchrun",
+    )
     epoch_images: int | None = _f(None, "images per epoch (default: the whole training split)")
     eval_mc_samples: int = _f(1, "Monte Carlo samples for the per-epoch validation (evaluate.py uses 10)")
     # Agent (agents.ram.RAMConfig)

@@ -9,6 +9,15 @@ Reproducibility: the environment (with autoreset off) and the location noise are
 ``(seed, update, rank)``, so the batch of an update depends on nothing else: a run resumed from any checkpoint
 (every ``--checkpoint-every`` updates, each epoch, on SIGINT/SIGTERM, at the time limit) replays the rest exactly as
 the uninterrupted run does (bit for bit on CPU; see the README on GPU determinism).
+
+CUDA graphs: on a CUDA device (one process) the part of the update that is many small kernels (the environment's
+reset, the six glimpse steps of the rollout, the hybrid loss, its backward pass) is captured once as a CUDA graph and
+replayed every update, after :data:`GRAPH_WARMUP` eager updates. The two random streams are seeded before each
+replay exactly as before an eager update (the graph reads the generators' state when it is replayed), so the
+batches are the same. Gradient clipping and the fused Adam step run eagerly after the replay (a few kernels, no host
+sync), which keeps the learning-rate schedule, the optimizer state and the checkpoints as they are on the eager path.
+Right after the capture, one update is computed both ways and compared; a capture that fails or disagrees is
+dropped with a warning and training goes on eagerly.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import json
 import math
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -62,6 +74,10 @@ class StepDecay(Protocol):
 def lr_factor(step: int, config: StepDecay) -> float:
     """Staircase decay: ``lr_decay ** (step // lr_decay_steps)``."""
     return config.lr_decay ** (step // config.lr_decay_steps)
+
+
+#: Eager updates (on a side stream) before the update is captured: lazy initialisations happen outside the capture.
+GRAPH_WARMUP = 3
 
 
 def build_model(env: GlimpseVectorEnv, config: TrainConfig) -> RecurrentAttentionModel:
@@ -141,6 +157,7 @@ class RAMTrainer:
             device=device,
             mc_samples=config.mc_samples,
             autoreset=False,
+            validate_actions=False,  # the rollout's actions are in range by construction: no host sync per step
             **{**self.env_kwargs, "split": "train"},
         )
         self.lock = None
@@ -176,6 +193,11 @@ class RAMTrainer:
         self.steps_per_epoch = math.ceil((config.epoch_images or len(train_env.task.data)) / config.batch_size)
         self.runner = EpisodeRunner(train_env, start=False)  # restarted with the update's seed before each batch
         self.noise = torch.Generator(device=device)
+        # CUDA graph of the update (see the module docstring): captured after GRAPH_WARMUP eager updates.
+        self.use_graph = config.cuda_graph and device.type == "cuda" and ddp.world == 1
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._graph_outputs: tuple[dict[str, torch.Tensor], Any] | None = None
+        self._eager_updates = 0
         self.writer = None
         if ddp.is_main:
             write_json(run_dir / "config.json", dataclasses.asdict(config))
@@ -246,6 +268,7 @@ class RAMTrainer:
             "best_val_error_mean_location": finite(self.best_val),  # null: not validated yet
             "stopped": stop_reason,
             "device": str(self.device),
+            "cuda_graph": self.graph is not None,
             "processes": ddp.world,
         }
         if ddp.is_main:
@@ -259,22 +282,96 @@ class RAMTrainer:
 
     def update(self) -> tuple[dict[str, torch.Tensor], Any]:
         """One update: a fresh batch seeded by (seed, update, rank), the hybrid loss, a clipped Adam step, the
-        learning-rate schedule's step. Returns the loss statistics and the batch's trajectory."""
-        config, rank = self.config, self.ddp.rank
+        learning-rate schedule's step. Returns the loss statistics and the batch's trajectory (on CUDA with a
+        captured graph: the graph's output tensors, overwritten by the next update)."""
+        config = self.config
         self.model.train()
-        # The batch of every update is a function of (seed, update, rank) alone: exact resume at any update.
-        self.runner.restart(seed=stream_seed(config.seed, "train/env", self.global_step, rank))
-        self.noise.manual_seed(stream_seed(config.seed, "train/noise", self.global_step, rank))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            traj = self.agent(self.runner, generator=self.noise)
-        loss, stats = hybrid_loss(traj)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        capture_pending = self.use_graph and self.graph is None
+        if capture_pending and self._eager_updates >= GRAPH_WARMUP:
+            self._capture()
+            capture_pending = False
+        self._seed_batch()
+        if self.graph is not None:
+            self.graph.replay()
+            assert self._graph_outputs is not None
+            stats, traj = self._graph_outputs
+        else:
+            # Before the capture, eager updates run on a side stream, as torch.cuda.graphs asks of warm-up work.
+            with _side_stream(self.device) if capture_pending else nullcontext():
+                stats, traj = self._gradients()
+            self._eager_updates += 1
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.global_step += 1
         return stats, traj
+
+    def _seed_batch(self) -> None:
+        """Seed the environment and the location noise for this update: (seed, update, rank) alone fix the batch,
+        so a run resumes exactly at any update."""
+        config, rank = self.config, self.ddp.rank
+        self.runner.env.generator.manual_seed(stream_seed(config.seed, "train/env", self.global_step, rank))
+        self.noise.manual_seed(stream_seed(config.seed, "train/noise", self.global_step, rank))
+
+    def _gradients(self) -> tuple[dict[str, torch.Tensor], Any]:
+        """The update up to the optimizer: new episodes (drawn from the env's generator as it stands), the rollout,
+        the hybrid loss and its gradients in ``.grad``. No host sync: this is what the CUDA graph captures."""
+        self.runner.restart()
+        autocast = torch.autocast(
+            self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.config.precision == "bf16",
+            cache_enabled=not self.use_graph,  # a cast cached inside a capture would outlive it
+        )
+        with autocast:
+            traj = self.agent(self.runner, generator=self.noise)
+        loss, stats = hybrid_loss(traj)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return stats, traj
+
+    def _capture(self) -> None:
+        """Capture :meth:`_gradients` as a CUDA graph, then check one update of it against the eager computation.
+
+        The check runs this update's batch eagerly, then replays the graph on the same seeds, and compares the loss
+        statistics and every gradient. On a failure or a disagreement the graph is dropped (with a warning) and
+        training continues eagerly; either way nothing of the run's state has changed (neither path steps the
+        optimizer), and ``update`` goes on with this update's gradients.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        try:
+            graph = torch.cuda.CUDAGraph()
+            for generator in (self.runner.env.generator, self.noise):
+                graph.register_generator_state(generator)  # replays read the generators' seeds as they stand then
+            self.optimizer.zero_grad(set_to_none=True)  # the backward inside the capture allocates static .grad
+            with torch.cuda.graph(graph):
+                outputs = self._gradients()
+            static_grads = [p.grad for p in params]
+            self._seed_batch()
+            eager_stats, _ = self._gradients()
+            eager_stats = {k: v.clone() for k, v in eager_stats.items()}
+            eager_grads = [p.grad.clone() if p.grad is not None else None for p in params]
+            for p, g in zip(params, static_grads, strict=True):
+                p.grad = g  # back to the graph's gradient buffers, which every replay rewrites
+            self._seed_batch()
+            graph.replay()
+            mismatch = _first_mismatch(outputs[0], eager_stats, static_grads, eager_grads)
+        except RuntimeError as error:  # e.g. an operation that cannot be captured on this torch / driver
+            torch.cuda.synchronize(self.device)
+            warnings.warn(
+                f"CUDA graph capture failed ({error}); training eagerly (--no-cuda-graph skips the try)", stacklevel=2
+            )
+            self.use_graph = False
+            return
+        if mismatch is not None:
+            warnings.warn(
+                f"the captured update disagrees with the eager one ({mismatch}); training eagerly "
+                "(--no-cuda-graph skips the try)",
+                stacklevel=2,
+            )
+            self.use_graph = False
+            return
+        self.graph, self._graph_outputs = graph, outputs
 
     def _checkpoint(self, *, best: bool = False) -> None:
         payload = {
@@ -342,6 +439,38 @@ class RAMTrainer:
 def train(config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
     """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``). See :class:`RAMTrainer`."""
     return RAMTrainer(config, progress=progress, stop=stop).run()
+
+
+@contextmanager
+def _side_stream(device: torch.device) -> Iterator[None]:
+    """Run the block on a new CUDA stream that starts after the current one's work and finishes before its next."""
+    current = torch.cuda.current_stream(device)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(current)
+    with torch.cuda.stream(stream):
+        yield
+    current.wait_stream(stream)
+
+
+def _first_mismatch(
+    stats: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    grads: list[torch.Tensor | None],
+    reference_grads: list[torch.Tensor | None],
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> str | None:
+    """What first differs between two computations of one update's statistics and gradients (None: they agree)."""
+    for key, value in reference.items():
+        if not torch.allclose(stats[key].float(), value.float(), rtol=rtol, atol=atol):
+            return f"{key}: {float(stats[key]):.6g} against {float(value):.6g}"
+    for i, (g, ref) in enumerate(zip(grads, reference_grads, strict=True)):
+        if (g is None) != (ref is None):
+            return f"gradient {i} is missing on one side"
+        if g is not None and ref is not None and not torch.allclose(g, ref, rtol=rtol, atol=atol * 10):
+            return f"gradient {i} differs by up to {float((g - ref).abs().max()):.3g}"
+    return None
 
 
 def _session(state: dict[str, Any]) -> dict[str, Any]:

@@ -54,8 +54,11 @@ class ActionForm:
             return spaces.Box(-1.0, 1.0, shape=(2 + self.n_classes,), dtype=np.float32)
         return spaces.MultiDiscrete([self.grid_size, self.grid_size, self.n_classes])
 
-    def decode(self, action, batch: int | None = None, device: torch.device | str = "cpu"):
+    def decode(self, action, batch: int | None = None, device: torch.device | str = "cpu", *, check: bool = True):
         """Turn an action (one, or a batch of ``batch``) into ``(location, label)`` tensors.
+
+        :param check: raise a ``ValueError`` naming the first invalid action (one device sync); ``False`` trusts the
+            caller (locations are still clamped to ``[-1, 1]``).
 
         :return: ``location`` float64 ``(B, 2)`` and ``label`` long ``(B,)`` on ``device``; ``B = 1`` for one action.
         """
@@ -76,6 +79,8 @@ class ActionForm:
             cells = _tensor(action, device, torch.long, "action", lead + (3,))
             location = -1.0 + 2.0 * cells[:, :2].to(torch.float64) / (self.grid_size - 1)
             label = cells[:, 2]
+        if not check:
+            return location.clamp(-1.0, 1.0), label
         # One reduction and one device sync for the common, valid case; the messages are worked out only on failure.
         ok = torch.isfinite(location).all() & (location.abs() <= 1.0 + _TOLERANCE).all()
         ok &= ((label >= 0) & (label < self.n_classes)).all()

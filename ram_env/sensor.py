@@ -171,8 +171,9 @@ def glimpse_from_integral(
     device = table.device
     g, k = spec.glimpse_size, spec.num_scales
     loc = locations.to(device=device, dtype=torch.float64)
-    sizes = torch.tensor([spec.patch_size(i) for i in range(k)], device=device, dtype=torch.float64)  # (k,)
-    steps = (sizes / g).long()  # (k,) block side f per scale
+    # Made on the device from integers (no host-to-device copy: the read can be captured in a CUDA graph).
+    steps = torch.full((k,), spec.scale, device=device).pow(torch.arange(k, device=device))  # (k,) block side f
+    sizes = (steps * g).to(torch.float64)  # (k,) patch side g f per scale
     x0 = patch_start(loc[:, 0:1], width, sizes).long()  # (B, k)
     y0 = patch_start(loc[:, 1:2], height, sizes).long()  # (B, k)
     corner = torch.arange(g + 1, device=device) * steps[:, None]  # (k, g + 1)

@@ -68,6 +68,10 @@ class GlimpseVectorEnv(VectorEnv):
     :param autoreset: ``True`` (default): same-step autoreset. ``False``: ``AutoresetMode.DISABLED``; the step that
         ends the episodes returns their last observation and ``is_success`` in ``info``, and the caller resets. A
         trainer that reseeds every batch (``reset(seed=f(seed, step))``, exactly resumable at any step) uses this.
+    :param validate_actions: ``True`` (default): ``step`` checks every action (finite, in range) and raises a
+        ``ValueError`` naming the first bad one, at the cost of one device sync per step. ``False`` clamps
+        locations without checking: for callers whose actions are valid by construction, such as the trainer,
+        whose update then runs without a host sync (and can be captured as one CUDA graph).
     :param task_kwargs: the fields of :class:`ram_env.task.TaskConfig`.
     """
 
@@ -80,6 +84,7 @@ class GlimpseVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         mc_samples: int = 1,
         autoreset: bool = True,
+        validate_actions: bool = True,
         render_mode: str | None = None,
         **task_kwargs: Any,
     ):
@@ -96,6 +101,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.mc_samples = int(mc_samples)
         self.autoreset = bool(autoreset)
+        self.validate_actions = bool(validate_actions)
         if not self.autoreset:
             self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self.device = torch.device(device)
@@ -124,6 +130,11 @@ class GlimpseVectorEnv(VectorEnv):
         """Images per batch of episodes (``num_envs / mc_samples``)."""
         return self.num_envs // self.mc_samples
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The env's one source of randomness (images, canvases, initial locations), on ``device``."""
+        return self._generator
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._generator.manual_seed(int(seed))
@@ -136,7 +147,9 @@ class GlimpseVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         if self._t >= self.config.glimpses:
             raise RuntimeError("the episodes have ended and autoreset is off; call reset()")
-        location, label = self.task.action_form.decode(actions, batch=self.num_envs, device=self.device)
+        location, label = self.task.action_form.decode(
+            actions, batch=self.num_envs, device=self.device, check=self.validate_actions
+        )
         self._t += 1
         n = self.num_envs
         truncated = torch.zeros(n, dtype=torch.bool, device=self.device)

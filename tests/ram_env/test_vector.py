@@ -350,3 +350,18 @@ def test_bad_input_raises():
         _tiny_vec(glimpse_sise=3)
     with pytest.raises(ValueError, match="does not render"):
         GlimpseVectorEnv(2, render_mode="rgb_array", **TINY)
+
+
+def test_unvalidated_actions_are_clamped_not_checked():
+    """``validate_actions=False`` (the trainer's setting) skips the checks and their device sync, and clamps."""
+    checked, trusted = _tiny_vec(num_envs=4), _tiny_vec(num_envs=4, validate_actions=False)
+    far = {"location": np.full((4, 2), 1.5, np.float32), "label": np.zeros(4, np.int64)}
+    edge = {"location": np.ones((4, 2), np.float32), "label": np.zeros(4, np.int64)}
+    for env in (checked, trusted):
+        env.reset(seed=5)
+    with pytest.raises(ValueError, match=r"location must lie in \[-1, 1\]"):
+        checked.step(far)
+    obs_far = trusted.step(far)[0]
+    obs_edge = checked.step(edge)[0]  # the same episodes, moved to the corner (1, 1)
+    assert torch.equal(obs_far["location"], obs_edge["location"])
+    assert torch.equal(obs_far["glimpse"], obs_edge["glimpse"])
