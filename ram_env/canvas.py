@@ -211,7 +211,8 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
             + src_rows[:, :, None, :, None] * w
             + src_cols[:, :, None, None, :]
         )  # (B, P, C, c, c)
-        pieces = torch.take(images, flat_src)  # (B, P, C, c, c)
+        # index_select on the flat images: several times faster on CPU than torch.take (no index wrapping)
+        pieces = images.reshape(-1).index_select(0, flat_src.reshape(-1)).view(flat_src.shape)  # (B, P, C, c, c)
         add(pieces, layout.clutter_position[..., 0], layout.clutter_position[..., 1], c, c)
     add(images.index_select(0, index)[:, None], layout.position[:, None, 0], layout.position[:, None, 1], h, w)
     canvas = canvas.clamp_(max=255.0).to(torch.uint8)
