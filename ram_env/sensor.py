@@ -123,7 +123,7 @@ def glimpse_numpy(
     return out
 
 
-def integral_image(images: torch.Tensor) -> torch.Tensor:
+def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Summed-area table of a batch, with a zero first row and column.
 
     ``S[b, c, y, x]`` is the sum of ``images[b, c, :y, :x]``. uint8 images are summed as integer-valued float32, which
@@ -136,14 +136,21 @@ def integral_image(images: torch.Tensor) -> torch.Tensor:
     in either order, so both give the same table.
 
     :param images: ``(B, C, H, W)`` uint8 or float.
-    :return: ``(B, C, H + 1, W + 1)``.
+    :param out: a table to overwrite if it has the result's shape, dtype and device (else a new one is allocated):
+        an environment that rebuilds its tables every episode reuses their memory, which on CPU saves the page faults
+        of a fresh allocation of that size (about a third of a reset's time at 1024 canvases of 60 x 60).
+    :return: ``(B, C, H + 1, W + 1)`` (``out`` itself when it was reused).
     """
     batch, channels, height, width = images.shape
     if images.dtype == torch.uint8 and height * width * 255 > 2**24:
         dtype = torch.float64
     else:
         dtype = torch.float32 if images.dtype == torch.uint8 else torch.float64
-    table = torch.empty(batch, channels, height + 1, width + 1, dtype=dtype, device=images.device)
+    shape = (batch, channels, height + 1, width + 1)
+    if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
+        table = out
+    else:
+        table = torch.empty(shape, dtype=dtype, device=images.device)
     table[:, :, 0, :].zero_()
     table[:, :, 1:, 0].zero_()
     inner = table[:, :, 1:, 1:]  # (B, C, H, W) view

@@ -184,6 +184,20 @@ def test_integral_image_matches_a_double_cumsum_on_both_build_paths(planes, dtyp
         torch.testing.assert_close(table, reference, rtol=1e-12, atol=1e-12)
 
 
+def test_integral_image_overwrites_a_matching_out_table():
+    gen = torch.Generator().manual_seed(1)
+    first = torch.randint(0, 256, (70, 1, 6, 5), generator=gen).to(torch.uint8)
+    second = torch.randint(0, 256, (70, 1, 6, 5), generator=gen).to(torch.uint8)
+    table = integral_image(first)
+    again = integral_image(second, out=table)
+    assert again is table  # the memory is reused ...
+    assert torch.equal(again, integral_image(second))  # ... and holds the new images' table, borders zero
+    other = integral_image(second[:3], out=table)  # a table of another shape is not overwritten
+    assert other is not table and other.shape == (3, 1, 7, 6) and torch.equal(table, integral_image(second))
+    garbage = torch.full_like(table, 7.0)
+    assert torch.equal(integral_image(first, out=garbage), integral_image(first))  # zero row and column rewritten
+
+
 def test_glimpse_from_integral_table_row_shares_tables():
     rng = np.random.default_rng(5)
     images = torch.from_numpy(rng.integers(0, 256, size=(3, 2, 30, 30), dtype=np.uint8))
