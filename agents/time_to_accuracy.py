@@ -38,9 +38,9 @@ def curve_points(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     minus the earlier validations' time (see the module docstring).
 
     >>> history = [
-    ...     {"train_time": 10.0, "validation_seconds": 2.0, "step": 5, "images": 640, "epoch": 0,
+    ...     {"train_time": 10.0, "validation_time": 2.0, "step": 5, "images": 640, "epoch": 0,
     ...      "val_error_mean_location": 50.0, "val_error_sampled": 55.0},
-    ...     {"train_time": 22.0, "validation_seconds": 2.0, "step": 11, "images": 1408, "epoch": 0,
+    ...     {"train_time": 22.0, "validation_time": 2.0, "step": 11, "images": 1408, "epoch": 0,
     ...      "val_error_mean_location": 20.0, "val_error_sampled": 25.0},
     ... ]
     >>> [p["train_seconds"] for p in curve_points(history)]
@@ -59,7 +59,7 @@ def curve_points(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "val_error_sampled": record["val_error_sampled"],
             }
         )
-        validating += record["validation_seconds"]
+        validating += record["validation_time"]
     return points
 
 

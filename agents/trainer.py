@@ -323,7 +323,7 @@ class RAMTrainer:
             result = evaluate_model(
                 self.model, self.val_kwargs, device=self.device, mc_samples=config.eval_mc_samples, seed=config.seed
             )
-            validation_seconds = time.perf_counter() - validation_start
+            validation_time = time.perf_counter() - validation_start
             record: dict[str, Any] = {
                 "epoch": self.global_step // self.steps_per_epoch,
                 "step": self.global_step,
@@ -333,7 +333,7 @@ class RAMTrainer:
                 "val_error_sampled": result.error_sampled,
                 "val_error_mean_location": result.error_mean_location,
                 "val_error_monte_carlo": result.error_monte_carlo,
-                "validation_seconds": round(validation_seconds, 3),
+                "validation_time": round(validation_time, 3),
             }
             if stopped is not None:
                 record["stopped"] = stopped

@@ -50,9 +50,9 @@ def test_time_to_accuracy_writes_a_rising_time_curve(tmp_path):
 
 def test_curve_points_exclude_earlier_validation_time():
     history = [
-        {"train_time": 5.0, "validation_seconds": 1.5, "step": 3, "images": 48, "epoch": 0},
-        {"train_time": 9.5, "validation_seconds": 0.5, "step": 7, "images": 112, "epoch": 1},
-        {"train_time": 12.0, "validation_seconds": 1.0, "step": 9, "images": 144, "epoch": 1},
+        {"train_time": 5.0, "validation_time": 1.5, "step": 3, "images": 48, "epoch": 0},
+        {"train_time": 9.5, "validation_time": 0.5, "step": 7, "images": 112, "epoch": 1},
+        {"train_time": 12.0, "validation_time": 1.0, "step": 9, "images": 144, "epoch": 1},
     ]
     for r in history:
         r.update(val_error_mean_location=10.0, val_error_sampled=12.0)

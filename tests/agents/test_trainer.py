@@ -74,7 +74,7 @@ def test_validate_every_seconds_adds_interval_records(tmp_path, tiny_run_config)
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history] == [1, 2, 3, 4]
     assert [r.get("interval", False) for r in history] == [True, True, True, False]
-    assert all(r["validation_seconds"] > 0 for r in history)
+    assert all(r["validation_time"] > 0 for r in history)
     times = [r["train_time"] for r in history]
     assert times == sorted(times)
     # Without the option only the epoch's end validates.
