@@ -230,13 +230,12 @@ class RAMTrainer:
                 _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
                 bar.set_postfix(loss=f"{stats['losses/total']:.3f}", acc=f"{stats['charts/accuracy']:.3f}")
             at_epoch_end = self.global_step % self.steps_per_epoch == 0
-            due = (
-                config.validate_every_seconds is not None
-                and time.perf_counter() - self.last_validation >= config.validate_every_seconds
-            )
+            interval = config.validate_every_seconds
             if at_epoch_end:
                 self._validate_and_checkpoint()
-            elif ddp.any(due, self.device):  # every process agrees (rank 0's clock is the one that counts)
+            elif interval is not None and ddp.any(  # every process agrees (one collective, only with the option)
+                time.perf_counter() - self.last_validation >= interval, self.device
+            ):
                 self._validate_and_checkpoint(interval=True)
             elif self.global_step % checkpoint_every == 0 and ddp.is_main:
                 self._checkpoint()
