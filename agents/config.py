@@ -93,6 +93,11 @@ class TrainConfig:
     learning_rate: float = _f(1e-3, "Adam learning rate")
     lr_decay: float = _f(0.97, "learning rate factor applied every --lr-decay-steps updates")
     lr_decay_steps: int = _f(1000, "updates between learning-rate decays")
+    warmup_updates: int = _f(
+        0,
+        "linear learning-rate warmup: update i (0-based) runs at (i + 1) / N of the scheduled rate for the first N "
+        "updates (0 = none; e.g. with a large batch and a scaled-up --learning-rate)",
+    )
     max_grad_norm: float = _f(5.0, "gradient clipping norm")
     precision: str = _f(
         "fp32",
@@ -105,6 +110,11 @@ class TrainConfig:
         "the eager update once; --no-cuda-graph trains eagerly). No effect on CPU or under torchrun",
     )
     epoch_images: int | None = _f(None, "images per epoch (default: the whole training split)")
+    validate_every_seconds: float | None = _f(
+        None,
+        "also validate (and write last.pt) whenever this many seconds of wall time have passed since the last "
+        "validation, between epochs; for time-to-accuracy curves (default: only at each epoch's end)",
+    )
     eval_mc_samples: int = _f(1, "Monte Carlo samples for the per-epoch validation (evaluate.py uses 10)")
     # Agent (agents.ram.RAMConfig)
     core: str = _f("rnn", "core network: rnn or lstm", choices=("rnn", "lstm"))
@@ -148,6 +158,10 @@ class TrainConfig:
             raise UserError(f"--epoch-images must be >= 1, got {self.epoch_images}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise UserError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
+        if self.warmup_updates < 0:
+            raise UserError(f"--warmup-updates must be >= 0, got {self.warmup_updates}")
+        if self.validate_every_seconds is not None and not self.validate_every_seconds > 0:
+            raise UserError(f"--validate-every-seconds must be > 0, got {self.validate_every_seconds}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise UserError(f"--time-limit must be > 0 minutes, got {self.time_limit}")
         from agents.threads import parse_threads

@@ -144,3 +144,27 @@ def plot_training_curve(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_time_to_accuracy(curves: dict[str, list[dict]], path: Path, *, title: str = "") -> Path:
+    """Validation error (mean locations, log scale) against training seconds, one line per curve of
+    :func:`agents.time_to_accuracy.curve_points` points."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in curves.items():
+        ax.plot(
+            [p["train_seconds"] for p in points],
+            [p["val_error_mean_location"] for p in points],
+            marker=".",
+            label=label,
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("training seconds (wall time, validations excluded)")
+    ax.set_ylabel("validation error, % (mean locations)")
+    ax.set_title(title)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -72,8 +72,13 @@ class StepDecay(Protocol):
 
 
 def lr_factor(step: int, config: StepDecay) -> float:
-    """Staircase decay: ``lr_decay ** (step // lr_decay_steps)``."""
-    return config.lr_decay ** (step // config.lr_decay_steps)
+    """Staircase decay ``lr_decay ** (step // lr_decay_steps)``, times a linear warmup ``min(1, (step + 1) / N)``
+    for configurations with ``warmup_updates = N > 0`` (:class:`~agents.config.TrainConfig`; others have none)."""
+    factor = config.lr_decay ** (step // config.lr_decay_steps)
+    warmup = getattr(config, "warmup_updates", 0)
+    if warmup > 0 and step < warmup:
+        factor *= (step + 1) / warmup
+    return factor
 
 
 #: Eager updates (on a side stream) before the update is captured: lazy initialisations happen outside the capture.
@@ -206,6 +211,7 @@ class RAMTrainer:
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.global_step if state else None)
             self.writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
         self.start = time.perf_counter() - elapsed  # the run's wall clock, counting earlier sessions
+        self.last_validation = time.perf_counter()  # for config.validate_every_seconds
 
     def close(self) -> None:
         """Release the run directory (its lock and TensorBoard writer) without training further."""
@@ -246,8 +252,13 @@ class RAMTrainer:
                 _log_step(self.writer, stats, traj, self.scheduler.get_last_lr()[0], self.global_step)
                 bar.set_postfix(loss=f"{stats['losses/total']:.3f}", acc=f"{stats['charts/accuracy']:.3f}")
             at_epoch_end = self.global_step % self.steps_per_epoch == 0
+            interval = config.validate_every_seconds
             if at_epoch_end:
                 self._validate_and_checkpoint()
+            elif interval is not None and ddp.any(  # every process agrees (one collective, only with the option)
+                time.perf_counter() - self.last_validation >= interval, self.device
+            ):
+                self._validate_and_checkpoint(interval=True)
             elif self.global_step % checkpoint_every == 0 and ddp.is_main:
                 self._checkpoint()
             late = deadline is not None and time.perf_counter() > deadline
@@ -394,17 +405,21 @@ class RAMTrainer:
             save_checkpoint(payload, self.run_dir / "best.pt")
         save_checkpoint(payload, self.run_dir / "last.pt")
 
-    def _validate_and_checkpoint(self, *, stopped: str | None = None) -> None:
+    def _validate_and_checkpoint(self, *, stopped: str | None = None, interval: bool = False) -> None:
         """Validate (process 0), log, and write last.pt (and best.pt on a new best).
 
         :param stopped: why the run stops between epochs (the record is marked so); None at an epoch's end.
+        :param interval: a validation between epochs due to ``validate_every_seconds`` (the record is marked
+            ``"interval": true``).
         """
         if self.ddp.is_main:
             config = self.config
-            train_time = time.perf_counter() - self.start
+            validation_start = time.perf_counter()
+            train_time = validation_start - self.start
             result = evaluate_model(
                 self.model, self.val_kwargs, device=self.device, mc_samples=config.eval_mc_samples, seed=config.seed
             )
+            validation_time = time.perf_counter() - validation_start
             record: dict[str, Any] = {
                 "epoch": self.global_step // self.steps_per_epoch,
                 "step": self.global_step,
@@ -414,9 +429,12 @@ class RAMTrainer:
                 "val_error_sampled": result.error_sampled,
                 "val_error_mean_location": result.error_mean_location,
                 "val_error_monte_carlo": result.error_monte_carlo,
+                "validation_time": round(validation_time, 3),
             }
             if stopped is not None:
                 record["stopped"] = stopped
+            if interval:
+                record["interval"] = True
             self.history.append(record)
             assert self.writer is not None  # process 0 writes the logs
             for key in ("val_error_sampled", "val_error_mean_location", "val_error_monte_carlo"):
@@ -427,11 +445,14 @@ class RAMTrainer:
             self.best_val = min(self.best_val, result.error_mean_location)
             self._checkpoint(best=improved)
             if self.progress:
-                where = f"epoch {record['epoch']}" if stopped is None else f"update {self.global_step} ({stopped})"
+                where = f"epoch {record['epoch']}"
+                if stopped is not None or interval:
+                    where = f"update {self.global_step} ({stopped or 'interval'})"
                 tqdm.write(
                     f"{where}: val error {result.error_mean_location:.2f}% (mean locations), "
                     f"{result.error_sampled:.2f}% (sampled), {record['wall_time'] / 60:.1f} min"
                 )
+        self.last_validation = time.perf_counter()
         if self.ddp.world > 1:
             dist.barrier()
 

@@ -14,7 +14,8 @@ Prints, for the chosen id:
   vector(1024) / sync(64);
 * the sensor's time per batch of 1024 canvases: (a) building the summed-area table, (b) reading one glimpse
   from it, (c) the full ``glimpse_torch``, each against the floor = time to clone the float32 pixels the
-  glimpse covers (1024 * sum_i (g s^i)^2 elements);
+  glimpse covers (1024 * sum_i (g s^i)^2 elements); ``read_over_floor`` is (b) / floor with the two timed back to
+  back in each of 9 repeats (median of the ratios), the figure to quote on a loaded machine;
 * resident memory (VmRSS) before and after creating (and resetting) an N = 8192 vector env, against the data
   set.
 
@@ -25,18 +26,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import ram_env  # noqa: F401  (registers the ids)
+from agents.runs import write_json
 from agents.threads import set_threads
 from ram_env.sensor import glimpse_from_integral, glimpse_torch, integral_image
 
@@ -76,6 +78,14 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 7, 
                 break
         samples.append(elapsed / calls)
     return statistics.median(samples)
+
+
+def paired_ratio(fn: Callable[[], object], floor: Callable[[], object], device: torch.device, repeats: int = 9):
+    """Median over ``repeats`` of ``time(fn) / time(floor)``, the two timed back to back in each repeat, so that both
+    see the same load on a shared machine (a ratio of two separately taken medians mixes two moments' loads)."""
+    return statistics.median(
+        time_call(fn, device, repeats=1) / time_call(floor, device, repeats=1) for _ in range(repeats)
+    )
 
 
 def bench_vector(env_id: str, num_envs: int, steps: int, device: torch.device) -> float:
@@ -145,7 +155,12 @@ def bench_sensor(env_id: str, device: torch.device) -> dict:
         ),
         device,
     )
+    floor = lambda: pixels.clone()  # noqa: E731
+    read_over_floor = paired_ratio(
+        lambda: glimpse_from_integral(table, locations, spec, pixel_scale=1 / 255), floor, device
+    )
     return {
+        "read_over_floor": read_over_floor,
         "geometry": f"{spec.num_scales} x {spec.glimpse_size}x{spec.glimpse_size} (scale {spec.scale}) "
         f"on {task.channels}x{task.canvas_h}x{task.canvas_w}",
         "covered_elements": covered,
@@ -234,6 +249,7 @@ def main() -> None:
         ("full_s", "(c) glimpse_torch        "),
     ):
         print(f"  {name}: {sensor[key] * 1e3:8.3f} ms = {sensor[key] / floor:6.2f} x floor")
+    print(f"  (b) / floor, timed back to back (median of 9 pairs): {sensor['read_over_floor']:.2f}")
 
     print("\nmemory (VmRSS), N = 8192 vector env")
     loaded = memory["rss_before_mib"] - memory["rss_start_mib"]
@@ -250,9 +266,9 @@ def main() -> None:
         f"canvases + summed-area tables {memory['canvas_and_table_mib']:.1f} MiB"
     )
 
+    results["load_average_end"] = list(os.getloadavg())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+        write_json(Path(args.json), results)
         print(f"\nwrote {args.json}")
 
 

@@ -1,18 +1,31 @@
-"""Training throughput of the RAM agent: images per second, the split between environment and network, and the
-fraction of the compute floor.
+"""Training throughput of the RAM agent per batch size: images per second, ms per update, the split between
+environment and network, and the share of a compute floor.
 
 Usage::
 
-    python benchmarks/bench_train.py                       # MNIST, 6 glimpses, batch 128, M = 1 and M = 10, CPU
+    python benchmarks/bench_train.py                       # MNIST, 6 glimpses, batches 128, 1024, 8192, fp32, CPU
+    python benchmarks/bench_train.py --batch-sizes 128 --mc 1 10 --precision fp32 bf16
     python benchmarks/bench_train.py --device cuda --json results/bench_train_cuda.json
 
 One training update is ``agents.trainer.RAMTrainer.update``, the function ``train_agent.py`` calls (same config
 defaults, seeding, learning-rate schedule and clipping): reseed and reset the vector env, one rollout with gradients,
 the hybrid loss, backward, gradient clipping, a fused Adam step, the schedule's step. The environment's share is
 timed by running the same resets and steps with the same batch and no network. ``--precision bf16`` runs the
-rollout under ``torch.autocast(bfloat16)`` as ``train_agent.py --precision bf16`` does. The compute floor is the
-model's FLOPs per training image (forward multiply-adds x 2, times 3 for forward + backward) over the peak rate of a
-large float32 matrix product measured in the same run on the same device.
+rollout under ``torch.autocast(bfloat16)`` as ``train_agent.py --precision bf16`` does.
+
+**Compute floor.** ``floor_ms_per_update`` is the time the update's matrix products alone would take at a matrix-
+product rate measured in the same run, on the same device, in the same precision, with a ``torch.mm`` of the same
+size as the model's largest layer at this batch: ``(B * M, in) @ (in, out)`` of the core (``gemm_gflops``,
+``gemm_shape``). The update's matrix-product FLOPs (``flops_per_image`` x B) are 2 x the multiply-adds of every
+``Linear`` (and ``LSTMCell``) per glimpse, x 3 for forward + backward (the backward pass computes the input and the
+weight gradients, each as many FLOPs as the forward product), x T glimpses. The x 3 slightly overcounts (layers fed by
+the observation or by a detached state need no input gradient: about 5 % of the FLOPs of the default MNIST model),
+which makes the floor a little slower than exact; convolutions (``--conv-glimpse``) are not counted. Everything else
+(element-wise ops, the environment, the optimiser, Python and autograd overhead) counts as zero, so
+``share_of_floor = floor_ms_per_update / ms_per_update`` (<= 1 unless the real products run faster than the probe) is
+the fraction of the update spent at the hardware's achievable matrix-product speed. ``fraction_of_floor`` is the
+same number (the field earlier versions wrote), ``compute_floor_images_per_s`` the images/s at the floor.
+``matmul_peak_gflops`` in the header is a large 1024^3 fp32 product, for reference.
 """
 
 from __future__ import annotations
@@ -23,11 +36,12 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from agents.config import resolve_config
-from agents.runs import hardware_name
+from agents.runs import hardware_name, write_json
 from agents.threads import set_threads
 from agents.trainer import RAMTrainer
 
@@ -51,9 +65,56 @@ def peak_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> fl
 
 
 def flops_per_image(model, glimpses: int) -> float:
-    """Training FLOPs of one episode: 3 x 2 x the multiply-adds of the Linear layers, per glimpse, x T."""
-    macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    """Training matrix-product FLOPs of one episode: 3 (forward + backward) x 2 x the multiply-adds of the ``Linear``
+    and ``LSTMCell`` layers, per glimpse, x T (see the module docstring)."""
+    macs = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            macs += m.in_features * m.out_features
+        elif isinstance(m, torch.nn.LSTMCell):
+            macs += 4 * m.hidden_size * (m.input_size + m.hidden_size)
     return 3 * 2 * macs * glimpses
+
+
+def largest_layer(model) -> tuple[int, int]:
+    """``(in, out)`` of the ``Linear`` (or an ``LSTMCell``'s stacked gates) with the most multiply-adds."""
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    shapes += [
+        (m.input_size + m.hidden_size, 4 * m.hidden_size) for m in model.modules() if isinstance(m, torch.nn.LSTMCell)
+    ]
+    return max(shapes, key=lambda s: s[0] * s[1])
+
+
+def gemm_gflops(rows: int, inner: int, cols: int, device: torch.device, precision: str, seconds: float = 0.5) -> float:
+    """Achieved GFLOP/s of ``torch.mm`` of ``(rows, inner) @ (inner, cols)`` in ``precision``, best of 5 windows."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(rows, inner, device=device).to(dtype)
+    b = torch.randn(inner, cols, device=device).to(dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        n, start = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - start < seconds / 5:
+            torch.mm(a, b)
+            n += 1
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / n)
+    return 2 * rows * inner * cols / best / 1e9
+
+
+def add_floor(row: dict, device: torch.device) -> None:
+    """Add the compute floor of a :func:`bench` row (see the module docstring) to it."""
+    rows = row["batch"] * row["mc_samples"]
+    inner, cols = row["largest_layer"]
+    rate = gemm_gflops(rows, inner, cols, device, row["precision"])
+    floor_s = row["flops_per_image"] * row["batch"] * row["mc_samples"] / (rate * 1e9)
+    row["gemm_shape"] = [rows, inner, cols]
+    row["gemm_gflops"] = rate
+    row["floor_ms_per_update"] = 1e3 * floor_s
+    row["share_of_floor"] = row["fraction_of_floor"] = 1e3 * floor_s / row["ms_per_update"]
+    row["compute_floor_images_per_s"] = row["batch"] / floor_s
 
 
 def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float, precision: str = "fp32") -> dict:
@@ -93,11 +154,11 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
             env.step(actions)
 
     def rate(fn) -> float:
-        for i in range(10):
+        for i in range(2):  # warm-up (two: the first allocates, the second reuses)
             fn(i)
         _sync(device)
         n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+        while n < 3 or time.perf_counter() - start < seconds:
             fn(n)
             n += 1
         _sync(device)
@@ -115,22 +176,28 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         "env_ms_per_update": 1e3 * t_env,
         "env_share": t_env / t_update,
         "flops_per_image": flops_per_image(model, env.config.glimpses),
+        "largest_layer": list(largest_layer(model)),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="RAM/MNIST-v0")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--mc", type=int, nargs="+", default=[1, 10])
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[128, 1024, 8192], help="distinct images per update"
+    )
+    parser.add_argument("--batch", type=int, help="one batch size (the same as --batch-sizes N)")
+    parser.add_argument("--mc", type=int, nargs="+", default=[1])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per measurement")
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument(
         "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
     )
     args = parser.parse_args()
+    if args.batch is not None:
+        args.batch_sizes = [args.batch]
     set_threads(args.threads)
     device = torch.device(args.device)
     header = {
@@ -142,26 +209,24 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
         "env": args.env,
     }
-    peak = peak_gflops(device)
-    header["matmul_peak_gflops"] = peak
+    header["matmul_peak_gflops"] = peak_gflops(device)
     print(json.dumps(header))
     rows = []
-    for precision, mc in ((p, m) for p in args.precision for m in args.mc):
-        row = bench(args.env, args.batch, mc, device, args.seconds, precision)
-        floor = peak * 1e9 / row["flops_per_image"] / mc  # images/s if every FLOP ran at the matmul peak
-        row["compute_floor_images_per_s"] = floor
-        row["fraction_of_floor"] = row["images_per_s"] / floor
+    for batch, precision, mc in ((b, p, m) for b in args.batch_sizes for p in args.precision for m in args.mc):
+        row = bench(args.env, batch, mc, device, args.seconds, precision)
+        add_floor(row, device)
+        row["load_average"] = os.getloadavg()[0]
         rows.append(row)
         print(
-            f"{precision} batch {args.batch} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
-            f"({row['episodes_per_s']:.0f} episodes/s), "
-            f"{row['ms_per_update']:.2f} ms/update, env {100 * row['env_share']:.0f} %, "
-            f"{row['flops_per_image'] / 1e6:.1f} MFLOP/episode, floor {floor:.0f} images/s "
-            f"-> {100 * row['fraction_of_floor']:.0f} % of it"
+            f"{precision} batch {batch:5d} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
+            f"({row['episodes_per_s']:.0f} episodes/s), {row['ms_per_update']:8.2f} ms/update, "
+            f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
+            f"({row['flops_per_image'] / 1e6:.1f} MFLOP/image at {row['gemm_gflops']:.0f} GFLOP/s) "
+            f"-> {100 * row['share_of_floor']:3.0f} % of it; load {row['load_average']:.2f}"
         )
+    header["load_average_end"] = os.getloadavg()[0]
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({**header, "rows": rows}, handle, indent=2)
+        write_json(Path(args.json), {**header, "rows": rows})
 
 
 if __name__ == "__main__":

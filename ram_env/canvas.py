@@ -185,8 +185,12 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
     num, channels, h, w = images.shape
     side_h, side_w = spec.side(h, w)
     batch = index.shape[0]
-    # Integer-valued float32 sums (exact); a float scatter-add is the fastest form on CPU and GPU alike.
-    canvas = torch.zeros(batch * channels * side_h * side_w, dtype=torch.float32, device=device)
+    # Exact integer sums before the clip: int16 on CPU (a pixel sums at most clutter_pieces + 1 values of 255; half
+    # the memory traffic of float32, about 1.6x faster there), integer-valued float32 elsewhere (exact below 2**24;
+    # float scatter-adds are the fast ones on GPUs).
+    fits_int16 = (spec.clutter_pieces + 1) * 255 <= torch.iinfo(torch.int16).max
+    dtype = torch.int16 if device.type == "cpu" and fits_int16 else torch.float32
+    canvas = torch.zeros(batch * channels * side_h * side_w, dtype=dtype, device=device)
     chan_base = (torch.arange(batch, device=device)[:, None] * channels + torch.arange(channels, device=device)) * (
         side_h * side_w
     )  # (B, C): flat offset of each canvas plane
@@ -198,7 +202,7 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
         target = (
             chan_base[:, None, :, None, None] + rows[:, :, None, :, None] * side_w + cols[:, :, None, None, :]
         )  # (B, P, C, ph, pw)
-        canvas.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(torch.float32))
+        canvas.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(dtype))
 
     if spec.clutter_pieces:
         c = spec.clutter_size
@@ -211,8 +215,9 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
             + src_rows[:, :, None, :, None] * w
             + src_cols[:, :, None, None, :]
         )  # (B, P, C, c, c)
-        pieces = torch.take(images, flat_src)  # (B, P, C, c, c)
+        # index_select on the flat images: several times faster on CPU than torch.take (no index wrapping)
+        pieces = images.reshape(-1).index_select(0, flat_src.reshape(-1)).view(flat_src.shape)  # (B, P, C, c, c)
         add(pieces, layout.clutter_position[..., 0], layout.clutter_position[..., 1], c, c)
     add(images.index_select(0, index)[:, None], layout.position[:, None, 0], layout.position[:, None, 1], h, w)
-    canvas = canvas.clamp_(max=255.0).to(torch.uint8)
+    canvas = canvas.clamp_(max=255).to(torch.uint8)
     return canvas.reshape(batch, channels, side_h, side_w)  # (B, C, S, S)

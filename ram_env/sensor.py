@@ -123,24 +123,48 @@ def glimpse_numpy(
     return out
 
 
-def integral_image(images: torch.Tensor) -> torch.Tensor:
+def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Summed-area table of a batch, with a zero first row and column.
 
     ``S[b, c, y, x]`` is the sum of ``images[b, c, :y, :x]``. uint8 images are summed as integer-valued float32, which
     is exact for any image up to 2**24 / 255 = 65,793 pixels (256 x 256); float images are summed in float64.
 
+    Built as a running sum along each row (one ``cumsum`` over the contiguous last axis, straight from the input
+    dtype) followed by a running sum down the columns as ``H - 1`` in-place row additions, each over the whole batch:
+    on CPU that is about twice as fast as a ``cumsum`` over the row axis, whose inner loop strides across rows.
+    Small batches take the ``cumsum`` instead (fewer Python-level operations). Sums of integer-valued pixels are exact
+    in either order, so both give the same table.
+
     :param images: ``(B, C, H, W)`` uint8 or float.
-    :return: ``(B, C, H + 1, W + 1)``.
+    :param out: a table to overwrite if it has the result's shape, dtype and device (else a new one is allocated):
+        an environment that rebuilds its tables every episode reuses their memory, which on CPU saves the page faults
+        of a fresh allocation of that size (about a third of a reset's time at 1024 canvases of 60 x 60).
+    :return: ``(B, C, H + 1, W + 1)`` (``out`` itself when it was reused).
     """
     batch, channels, height, width = images.shape
     if images.dtype == torch.uint8 and height * width * 255 > 2**24:
         dtype = torch.float64
     else:
         dtype = torch.float32 if images.dtype == torch.uint8 else torch.float64
-    table = torch.zeros(batch, channels, height + 1, width + 1, dtype=dtype, device=images.device)
-    torch.cumsum(images.to(dtype), dim=2, out=table[:, :, 1:, 1:])
-    table[:, :, 1:, 1:] = table[:, :, 1:, 1:].cumsum(dim=3)
+    shape = (batch, channels, height + 1, width + 1)
+    if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
+        table = out
+    else:
+        table = torch.empty(shape, dtype=dtype, device=images.device)
+    table[:, :, 0, :].zero_()
+    table[:, :, 1:, 0].zero_()
+    inner = table[:, :, 1:, 1:]  # (B, C, H, W) view
+    torch.cumsum(images, dim=3, dtype=dtype, out=inner)  # running sums along each row
+    if batch * channels < _ROW_LOOP_MIN_PLANES or images.device.type != "cpu":
+        inner.copy_(inner.cumsum(dim=2))
+    else:
+        for y in range(1, height):
+            inner[:, :, y].add_(inner[:, :, y - 1])  # (B, C, W): running sums down the columns
     return table
+
+
+#: batches of at least this many planes build the column sums of :func:`integral_image` row by row on CPU
+_ROW_LOOP_MIN_PLANES = 64
 
 
 def glimpse_from_integral(
@@ -183,13 +207,16 @@ def glimpse_from_integral(
     plane = (row[:, None] * channels + torch.arange(channels, device=device)) * (height1 * width1)  # (B, C)
     row_start = rows[:, None] * width1 + plane[:, :, None, None]  # (B, C, k, g + 1): flat index of each corner row
     index = row_start[..., :, None] + cols[:, None, :, None, :]  # (B, C, k, g + 1, g + 1)
-    corners = torch.take(table, index)  # (B, C, k, g + 1, g + 1); take is the fastest gather on CPU
+    # One gather for every corner of every scale. index_select on the flat table is several times faster on CPU than
+    # torch.take or advanced indexing (no per-element bounds wrapping), and as fast on CUDA.
+    corners = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)  # (B, C, k, g + 1, g + 1)
     # Block sum S[y+1, x+1] - S[y+1, x] - S[y, x+1] + S[y, x] as two differences.
-    sums = corners.diff(dim=-1).diff(dim=-2)  # (B, C, k, g, g)
+    across = corners[..., 1:] - corners[..., :-1]  # (B, C, k, g + 1, g)
+    sums = across[..., 1:, :] - across[..., :-1, :]  # (B, C, k, g, g)
     # Divisor f^2 / pixel_scale formed in float64, then rounded once (255 f^2 exactly for uint8 tables), so a
     # full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2, giving glimpses of 1.0000001).
     area = (steps.to(torch.float64) ** 2 / pixel_scale).to(table.dtype).reshape(k, 1, 1)  # (k, 1, 1)
-    means = (sums / area).to(torch.float32)  # (B, C, k, g, g)
+    means = sums.div_(area).to(torch.float32)  # (B, C, k, g, g)
     return means.transpose(1, 2)  # (B, k, C, g, g)
 
 

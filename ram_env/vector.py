@@ -190,8 +190,10 @@ class GlimpseVectorEnv(VectorEnv):
             layout = sample_layout_torch(self._generator, index, n_data, self.task.image_hw, self.config.canvas)
         else:
             layout = Layout(*(v[index] for v in self._fixed._fields()))
+        self.canvas = None  # released first, so the allocator can hand its memory to the new canvases
         self.canvas = compose_torch(self.images, layout, self.config.canvas)  # (N / M, C, H, W)
-        self._table = integral_image(self.canvas)  # built once, read by every glimpse of the episode
+        # built once, read by every glimpse of the episode; the previous episodes' tables are overwritten in place
+        self._table = integral_image(self.canvas, out=self._table)
         self.index = index.repeat_interleave(m) if m > 1 else index
         if self.config.initial_location == "center":
             self.location = torch.zeros(self.num_envs, 2, device=self.device)

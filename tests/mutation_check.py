@@ -158,7 +158,7 @@ MUTATIONS = (
         "ram_env/vector.py",
         (
             (
-                "self._table = integral_image(self.canvas)",
+                "self._table = integral_image(self.canvas, out=self._table)",
                 "self._table = integral_image(self.canvas) if self._table is None else self._table",
             ),
         ),

@@ -44,6 +44,47 @@ def test_trainer_learning_rate_after_k_updates(tmp_path):
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**2, rel=1e-12)
 
 
+def test_lr_factor_warms_up_linearly_then_decays():
+    config = TrainConfig(warmup_updates=4, lr_decay=0.5, lr_decay_steps=5)
+    steps = [0, 1, 2, 3, 4, 5, 10]
+    want = [0.25, 0.5, 0.75, 1, 1, 0.5, 0.25]
+    assert [lr_factor(s, config) for s in steps] == pytest.approx(want, abs=1e-12)
+    assert lr_factor(0, TrainConfig()) == 1  # no warmup by default
+
+
+def test_trainer_follows_the_warmup(tmp_path, tiny_run_config):
+    # 3 updates with warmup over 4: the optimizer's rate after them is the one update 3 will use, 4/4 of the base.
+    config = tiny_run_config(tmp_path / "run", epoch_images=3 * 16, warmup_updates=8, learning_rate=1e-3)
+    train(config, progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["global_step"] == 3
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 4 / 8, rel=1e-12)
+
+
+@pytest.mark.parametrize("field, value", [("warmup_updates", -1), ("validate_every_seconds", 0.0)])
+def test_bad_warmup_or_validation_interval_is_a_user_error(field, value):
+    from agents.config import UserError
+
+    with pytest.raises(UserError, match=field.replace("_", "-")):
+        resolve_config({field: value})
+
+
+def test_validate_every_seconds_adds_interval_records(tmp_path, tiny_run_config):
+    # A tiny interval validates after every update: 4 updates in one epoch give 3 interval records and the epoch's.
+    config = tiny_run_config(tmp_path / "run", epoch_images=4 * 16, validate_every_seconds=1e-6)
+    train(config, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert [r.get("interval", False) for r in history] == [True, True, True, False]
+    assert all(r["validation_time"] > 0 for r in history)
+    times = [r["train_time"] for r in history]
+    assert times == sorted(times)
+    # Without the option only the epoch's end validates.
+    plain = tiny_run_config(tmp_path / "plain", epoch_images=4 * 16)
+    train(plain, progress=False)
+    assert len((tmp_path / "plain" / "history.jsonl").read_text().splitlines()) == 1
+
+
 def test_cifar10_preset_trains_and_evaluates_on_generated_batches(tmp_path, cifar_dir):
     """No CIFAR-10 files are available to the test suite: the preset (LSTM core, convolutional glimpse network,
     3 colour channels) runs end to end on the suite's fake batches in the official pickle format (random pixels)."""

@@ -155,6 +155,18 @@ def test_compose_numpy_equals_torch_bitwise(channels, hw, side, pieces, c):
     assert (want == 255).any()  # the clipping path is exercised
 
 
+@pytest.mark.parametrize("pieces", [127, 128, 300])  # int16 sums up to 127 pieces, wider sums beyond
+def test_compose_torch_clips_sums_beyond_int16(pieces):
+    # Every piece is 255 and lands on the same 2 x 2 square: the sum there is (pieces + 1) * 255, past 32767 from 128
+    # pieces on, and must still clip to 255 (an int16 sum would wrap to a negative value).
+    images = np.full((2, 1, 4, 4), 255, dtype=np.uint8)
+    spec = CanvasSpec(canvas_size=6, clutter_pieces=pieces, clutter_size=2)
+    layout = _layout([0], [[2, 2]], [[1] * pieces], [[[0, 0]] * pieces], [[[2, 2]] * pieces])
+    canvas = compose_torch(torch.from_numpy(images), layout.to_torch("cpu"), spec)[0, 0]
+    np.testing.assert_array_equal(canvas.numpy(), compose_numpy(images, layout, spec)[0])
+    assert canvas[2, 2] == 255 and canvas[0, 0] == 0
+
+
 # ------------------------------------------------------------------------------------- fixed layouts (pinned)
 
 

@@ -163,6 +163,41 @@ def test_integral_image_sums():
         torch.testing.assert_close(table[:, :, y, x], images[:, :, :y, :x].sum(dim=(2, 3)).to(table.dtype))
 
 
+@pytest.mark.parametrize("planes", [(3, 2), (40, 2), (70, 1)])  # below and above the row-loop threshold
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_integral_image_matches_a_double_cumsum_on_both_build_paths(planes, dtype):
+    # Small batches take cumsum down the columns, batches of >= 64 planes the in-place row loop: both must give the
+    # table of an independent reference (int64 for uint8: exact; float64 sums of the float pixels otherwise).
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (*planes, 9, 11), generator=gen).to(torch.uint8)
+    if dtype == torch.float32:
+        images = images.to(torch.float32) / 255.0
+    table = integral_image(images)
+    reference = torch.zeros(*planes, 10, 12, dtype=torch.float64)
+    wide = images.to(torch.int64) if dtype == torch.uint8 else images.to(torch.float64)
+    reference[:, :, 1:, 1:] = wide.cumsum(dim=2).cumsum(dim=3).to(torch.float64)
+    if dtype == torch.uint8:
+        assert table.dtype == torch.float32
+        assert torch.equal(table.to(torch.float64), reference)
+    else:
+        assert table.dtype == torch.float64
+        torch.testing.assert_close(table, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_integral_image_overwrites_a_matching_out_table():
+    gen = torch.Generator().manual_seed(1)
+    first = torch.randint(0, 256, (70, 1, 6, 5), generator=gen).to(torch.uint8)
+    second = torch.randint(0, 256, (70, 1, 6, 5), generator=gen).to(torch.uint8)
+    table = integral_image(first)
+    again = integral_image(second, out=table)
+    assert again is table  # the memory is reused ...
+    assert torch.equal(again, integral_image(second))  # ... and holds the new images' table, borders zero
+    other = integral_image(second[:3], out=table)  # a table of another shape is not overwritten
+    assert other is not table and other.shape == (3, 1, 7, 6) and torch.equal(table, integral_image(second))
+    garbage = torch.full_like(table, 7.0)
+    assert torch.equal(integral_image(first, out=garbage), integral_image(first))  # zero row and column rewritten
+
+
 def test_glimpse_from_integral_table_row_shares_tables():
     rng = np.random.default_rng(5)
     images = torch.from_numpy(rng.integers(0, 256, size=(3, 2, 30, 30), dtype=np.uint8))
