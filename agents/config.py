@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -205,6 +206,35 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10-4g": _preset("RAM/CIFAR10-v0", 4, core="lstm", conv_glimpse=True, epochs=100),
 }
 
+#: Batch size of the ``*-gpu`` presets: enough episodes per update to keep a GPU busy.
+GPU_BATCH = 1024
+#: Linear learning-rate warmup of the ``*-gpu`` presets, in updates (about one MNIST epoch at batch 1024).
+GPU_WARMUP_UPDATES = 50
+
+
+def large_batch(recipe: dict[str, Any], batch_size: int = GPU_BATCH) -> dict[str, Any]:
+    """The large-batch rule: ``recipe`` (a preset, made for batch 128) at ``batch_size`` episodes per update.
+
+    With ``k = batch_size / 128``: the learning rate grows with ``sqrt(k)`` (square-root scaling), the staircase decay
+    comes every ``lr_decay_steps / k`` updates (so the rate against images seen is the recipe's), and the first
+    :data:`GPU_WARMUP_UPDATES` updates warm the rate up linearly. Epochs are the recipe's.
+    """
+    defaults = TrainConfig()
+    k = batch_size / defaults.batch_size
+    learning_rate = recipe.get("learning_rate", defaults.learning_rate) * math.sqrt(k)
+    decay_steps = max(1, round(recipe.get("lr_decay_steps", defaults.lr_decay_steps) / k))
+    return {
+        **recipe,
+        "batch_size": batch_size,
+        "learning_rate": float(f"{learning_rate:.3g}"),
+        "lr_decay_steps": decay_steps,
+        "warmup_updates": GPU_WARMUP_UPDATES,
+    }
+
+
+# Each preset again as <name>-gpu under the large-batch rule (for a GPU, where batch 128 leaves it idle).
+PRESETS.update({f"{name}-gpu": large_batch(recipe) for name, recipe in list(PRESETS.items())})
+
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The ``train_agent.py`` command line; ``prog`` defaults to the name it was started by (``ram-train``, ...)."""
@@ -260,7 +290,8 @@ def parse_command_line(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     if args.pop("list_presets", False):
+        width = max(map(len, PRESETS))
         for name, values in PRESETS.items():
-            print(f"{name:18s} " + " ".join(f"{k}={v}" for k, v in values.items()))
+            print(f"{name:{width}s}  " + " ".join(f"{k}={v}" for k, v in values.items()))
         return None
     return args

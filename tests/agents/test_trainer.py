@@ -169,3 +169,25 @@ def test_captured_update_matches_the_eager_update_on_cuda(tmp_path, tiny_run_con
         assert captured == pytest.approx(eager, rel=1e-4, abs=1e-6)
     for eager_w, captured_w in zip(weights[False], weights[True], strict=True):
         torch.testing.assert_close(captured_w, eager_w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["mnist-6g", "cluttered100-8g", "omniglot-6g"])
+def test_gpu_preset_follows_the_large_batch_rule(base):
+    """``<preset>-gpu``: batch 1024, learning rate x sqrt(8), and after the warmup the same learning rate as the
+    preset at every number of images seen; everything else is the preset's."""
+    import dataclasses
+    import math
+
+    from agents.config import GPU_BATCH, GPU_WARMUP_UPDATES
+
+    cpu, gpu = resolve_config({"preset": base}), resolve_config({"preset": f"{base}-gpu"})
+    k = GPU_BATCH // cpu.batch_size
+    assert (gpu.batch_size, gpu.warmup_updates) == (GPU_BATCH, GPU_WARMUP_UPDATES)
+    assert gpu.learning_rate == pytest.approx(cpu.learning_rate * math.sqrt(k), rel=1e-3)
+    for images in (GPU_WARMUP_UPDATES * GPU_BATCH, 640_000, 5_000_000, 40_000_000):
+        assert lr_factor(images // GPU_BATCH, gpu) == pytest.approx(lr_factor(images // cpu.batch_size, cpu))
+    assert lr_factor(0, gpu) == pytest.approx(1 / GPU_WARMUP_UPDATES)
+    rule = {"preset", "batch_size", "learning_rate", "lr_decay_steps", "warmup_updates"}
+    assert {k: v for k, v in dataclasses.asdict(gpu).items() if k not in rule} == {
+        k: v for k, v in dataclasses.asdict(cpu).items() if k not in rule
+    }
