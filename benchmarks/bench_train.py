@@ -43,7 +43,7 @@ import torch
 from agents.config import resolve_config
 from agents.runs import hardware_name, write_json
 from agents.threads import set_threads
-from agents.trainer import RAMTrainer
+from agents.trainer import GRAPH_WARMUP, RAMTrainer
 
 
 def _sync(device: torch.device) -> None:
@@ -117,8 +117,20 @@ def add_floor(row: dict, device: torch.device) -> None:
     row["compute_floor_images_per_s"] = row["batch"] / floor_s
 
 
-def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float, precision: str = "fp32") -> dict:
-    """Time ``RAMTrainer.update`` (the update ``train_agent.py`` runs) and the same environment work alone."""
+def bench(
+    env_id: str,
+    batch: int,
+    mc: int,
+    device: torch.device,
+    seconds: float,
+    precision: str = "fp32",
+    cuda_graph: bool = True,
+) -> dict:
+    """Time ``RAMTrainer.update`` (the update ``train_agent.py`` runs) and the same environment work alone.
+
+    :param cuda_graph: on CUDA, the trainer's captured update (after its warm-up and capture, which are not timed);
+        False times the eager update.
+    """
     with tempfile.TemporaryDirectory() as run_dir:
         config = resolve_config(
             {
@@ -127,6 +139,7 @@ def bench(env_id: str, batch: int, mc: int, device: torch.device, seconds: float
                 "mc_samples": mc,
                 "device": str(device),
                 "precision": precision,
+                "cuda_graph": cuda_graph,
                 "output": run_dir,
             }
         )
@@ -153,8 +166,8 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         for _ in range(env.config.glimpses):
             env.step(actions)
 
-    def rate(fn) -> float:
-        for i in range(2):  # warm-up (two: the first allocates, the second reuses)
+    def rate(fn, warmup: int = 2) -> float:
+        for i in range(warmup):  # the first allocates, the second reuses
             fn(i)
         _sync(device)
         n, start = 0, time.perf_counter()
@@ -164,10 +177,11 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         _sync(device)
         return (time.perf_counter() - start) / n
 
-    t_update = rate(update)
+    t_update = rate(update, warmup=GRAPH_WARMUP + 2)  # on CUDA: the eager warm-up, the capture and its check
     t_env = rate(env_only)
     return {
         "batch": batch,
+        "cuda_graph": trainer.graph is not None,
         "mc_samples": mc,
         "precision": precision,
         "images_per_s": batch / t_update,
@@ -193,6 +207,13 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"))
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument(
+        "--cuda-graph",
+        nargs="+",
+        default=["on"],
+        choices=("on", "off"),
+        help="on CUDA: the captured update (on), the eager one (off), or both (on off); no effect on CPU",
+    )
+    parser.add_argument(
         "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
     )
     args = parser.parse_args()
@@ -212,13 +233,15 @@ def main() -> None:
     header["matmul_peak_gflops"] = peak_gflops(device)
     print(json.dumps(header))
     rows = []
-    for batch, precision, mc in ((b, p, m) for b in args.batch_sizes for p in args.precision for m in args.mc):
-        row = bench(args.env, batch, mc, device, args.seconds, precision)
+    graphs = [mode == "on" for mode in args.cuda_graph] if device.type == "cuda" else [False]
+    grid = [(b, p, m, g) for b in args.batch_sizes for p in args.precision for m in args.mc for g in graphs]
+    for batch, precision, mc, graph in grid:
+        row = bench(args.env, batch, mc, device, args.seconds, precision, cuda_graph=graph)
         add_floor(row, device)
         row["load_average"] = os.getloadavg()[0]
         rows.append(row)
         print(
-            f"{precision} batch {batch:5d} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
+            f"{precision}{' graph' if row['cuda_graph'] else ''} batch {batch:5d} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
             f"({row['episodes_per_s']:.0f} episodes/s), {row['ms_per_update']:8.2f} ms/update, "
             f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
             f"({row['flops_per_image'] / 1e6:.1f} MFLOP/image at {row['gemm_gflops']:.0f} GFLOP/s) "
