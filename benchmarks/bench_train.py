@@ -241,7 +241,8 @@ def main() -> None:
         row["load_average"] = os.getloadavg()[0]
         rows.append(row)
         print(
-            f"{precision}{' graph' if row['cuda_graph'] else ''} batch {batch:5d} M={mc:2d}: {row['images_per_s']:8.0f} images/s "
+            f"{precision}{' graph' if row['cuda_graph'] else ''} batch {batch:5d} M={mc:2d}: "
+            f"{row['images_per_s']:8.0f} images/s "
             f"({row['episodes_per_s']:.0f} episodes/s), {row['ms_per_update']:8.2f} ms/update, "
             f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
             f"({row['flops_per_image'] / 1e6:.1f} MFLOP/image at {row['gemm_gflops']:.0f} GFLOP/s) "
