@@ -127,40 +127,44 @@ def plot_training_curve(
     ylabel: str = "validation error, % (mean locations)",
 ) -> Path:
     """Validation error (mean locations, log scale) against wall-clock minutes, one line per run."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, history in histories.items():
-        minutes = [r["wall_time"] / 60 for r in history]
-        ax.plot(minutes, [r["val_error_mean_location"] for r in history], marker=".", label=label)
-    for level in (2.0, 1.0):
-        ax.axhline(level, color="grey", lw=0.6, ls="--")
-    ax.set_yscale("log")
-    ax.set_xlabel("wall time (minutes, training + per-epoch validation)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", lw=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    series = {
+        label: ([r["wall_time"] / 60 for r in history], [r["val_error_mean_location"] for r in history])
+        for label, history in histories.items()
+    }
+    xlabel = "wall time (minutes, training + per-epoch validation)"
+    return _error_curves(series, path, xlabel=xlabel, ylabel=ylabel, title=title, guides=(2.0, 1.0))
 
 
 def plot_time_to_accuracy(curves: dict[str, list[dict]], path: Path, *, title: str = "") -> Path:
     """Validation error (mean locations, log scale) against training seconds, one line per curve of
     :func:`agents.time_to_accuracy.curve_points` points."""
+    series = {
+        label: ([p["train_seconds"] for p in points], [p["val_error_mean_location"] for p in points])
+        for label, points in curves.items()
+    }
+    xlabel = "training seconds (wall time, validations excluded)"
+    return _error_curves(series, path, xlabel=xlabel, ylabel="validation error, % (mean locations)", title=title)
+
+
+def _error_curves(
+    series: dict[str, tuple[list[float], list[float]]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    guides: tuple[float, ...] = (),
+) -> Path:
+    """Error curves on a log y axis, one line per ``label: (x, y)``, with dashed guide lines at ``guides``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, points in curves.items():
-        ax.plot(
-            [p["train_seconds"] for p in points],
-            [p["val_error_mean_location"] for p in points],
-            marker=".",
-            label=label,
-        )
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker=".", label=label)
+    for level in guides:
+        ax.axhline(level, color="grey", lw=0.6, ls="--")
     ax.set_yscale("log")
-    ax.set_xlabel("training seconds (wall time, validations excluded)")
-    ax.set_ylabel("validation error, % (mean locations)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", lw=0.3)
     ax.legend()
