@@ -27,16 +27,18 @@ glimpse so far), which makes the problem Markov; recurrent ones see one glimpse 
 LSTM, as the paper's core network does. Every policy uses :class:`GlimpseFeaturesExtractor` (the paper's glimpse
 network). DQN and QR-DQN are not offered: they need a ``Discrete`` action space and the task's action is a tuple.
 
-Hyperparameters are SB3's defaults except where the task needs otherwise (see :func:`algorithm_kwargs`);
-``--learning-rate`` replaces SB3's default only when it is set to something other than the RAM default (1e-3).
+Hyperparameters live in RL Baselines3 Zoo's YAML format, one file per algorithm in ``agents/sb3/hyperparams/``
+(:mod:`~agents.sb3.hyperparams`), read by ``train_agent.py`` (:func:`algorithm_setup`) and by the Zoo alike; the
+policies they name are in :mod:`~agents.sb3.policies`. ``--hyperparams`` and explicit flags override the file.
 """
 
 from __future__ import annotations
 
 from agents.sb3.algorithms import (
     ALGORITHMS,
+    AlgorithmSetup,
     AlgorithmSpec,
-    algorithm_kwargs,
+    algorithm_setup,
     algorithm_spec,
     load_sb3_model,
     make_adapter,
@@ -54,7 +56,8 @@ __all__ = [
     "GlimpseFeaturesExtractor",
     "LabelledRecurrentDictRolloutBuffer",
     "SB3Policy",
-    "algorithm_kwargs",
+    "AlgorithmSetup",
+    "algorithm_setup",
     "algorithm_spec",
     "evaluate_sb3_checkpoint",
     "load_sb3_model",
