@@ -6,7 +6,8 @@ Trains through :func:`agents.sb3.train_sb3` (the algorithm's hyperparameter file
 scores ``last.pt`` on the first ``--val-images`` validation images (sampled and deterministic "mean location"
 error, :func:`agents.sb3.evaluate_sb3_checkpoint`) and, for feed-forward policies with the ``grid`` action, the
 entropy of the class head at the last glimpse (where the class is read; ``log 10 = 2.30`` is uniform) and before it.
-Appends the row to ``--results`` (strict JSON: ``{"rows": [...]}``) and prints it.
+Appends the row to ``--results`` (strict JSON: ``{"rows": [...]}``), prints it, and rewrites the markdown table of
+all rows beside it (``<results>_table.md``).
 """
 
 from __future__ import annotations
@@ -106,7 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(row)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"rows": rows}, indent=1, allow_nan=False) + "\n")
+    args.results.with_name(args.results.stem + "_table.md").write_text(table(rows))
     return 0
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a markdown table (validation error in %, on ``val_images`` validation images)."""
+    lines = [
+        "| algo | env | label | seed | env steps | train (s) | load | val error sampled | val error deterministic "
+        "| class-head entropy per glimpse |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        entropy = r["class_head_entropy_per_glimpse"]
+        lines.append(
+            f"| {r['algo']} | {r['env']}{' ' + r['env_args'] if r['env_args'] else ''} | {r['label']} | {r['seed']} | "
+            f"{r['env_steps']:,} | {r['train_seconds']:.0f} | {r['load_average'][0]:.1f} | "
+            f"{r['val_error_sampled']:.2f} | {r['val_error_deterministic']:.2f} | "
+            f"{' '.join(f'{e:.2f}' for e in entropy) if entropy else 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

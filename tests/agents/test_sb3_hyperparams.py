@@ -4,6 +4,7 @@ table, read as the Zoo reads them, and the defaults of ``train_agent.py --algo N
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -99,3 +100,16 @@ def test_bad_hyperparams_flag_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_history_wrapper_is_the_single_env_twin_named_in_the_files():
     assert GlimpseHistory.__module__ + "." + GlimpseHistory.__name__ == "ram_env.wrappers.GlimpseHistory"
+
+
+def test_env_kwargs_of_the_file_reach_the_environment_and_env_args_win(tmp_path):
+    tiny = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
+    flags = ["--algo", "ppo", "--env-args", tiny, "--total-timesteps", "48", "--n-envs", "4", "--glimpses", "2"]
+    flags += ["--hyperparams", 'n_steps=12,batch_size=24,env_kwargs={"action_form": "grid", "grid_size": 3}']
+    assert train_agent.main([*flags, "--output", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    payload = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert payload["env_kwargs"]["grid_size"] == 3
+    assert payload["config"]["n_envs"] == 4 and payload["config"]["total_timesteps"] == 48
+    flags[3] = tiny + ",grid_size=4"
+    assert train_agent.main([*flags, "--output", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["env_kwargs"]["grid_size"] == 4
