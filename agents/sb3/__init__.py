@@ -11,14 +11,14 @@ TensorBoard logs and SB3's ``rollout/success_rate`` from ``info["is_success"]``.
 
 Which form each algorithm gets (:data:`ALGORITHMS`):
 
-=====================================  ============  ===============  ========================  ==========================
-algorithm (``--algo``)                 kind          action form      observation form          policy
-=====================================  ============  ===============  ========================  ==========================
-``ppo``, ``a2c``, ``trpo``             on-policy     ``grid``         ``history``               GlimpseActorCriticPolicy
-``sac``, ``td3``, ``ddpg``, ``tqc``    off-policy    ``box``          ``history``               Glimpse{SAC,TD3,TQC}Policy
-``recurrentppo``                       recurrent     ``grid``         ``glimpse``               GlimpseLstmPolicy
-``auxppo`` (:class:`AuxiliaryRecurrentPPO`)  recurrent  ``grid``     ``glimpse``               GlimpseLstmPolicy
-=====================================  ============  ===============  ========================  ==========================
+=====================================  ============  ===============  ==================  ==========================
+algorithm (``--algo``)                 kind          action form      observation form    policy
+=====================================  ============  ===============  ==================  ==========================
+``ppo``, ``a2c``, ``trpo``             on-policy     ``grid``         ``history``         GlimpseActorCriticPolicy
+``sac``, ``td3``, ``ddpg``, ``tqc``    off-policy    ``box``          ``history``         Glimpse{SAC,TD3,TQC}Policy
+``recurrentppo``                       recurrent     ``grid``         ``glimpse``         GlimpseLstmPolicy
+``auxppo`` (:class:`AuxiliaryRecurrentPPO`)  recurrent  ``grid``     ``glimpse``         GlimpseLstmPolicy
+=====================================  ============  ===============  ==================  ==========================
 
 *Why:* SAC/TD3/DDPG/TQC only accept ``Box`` actions. The on-policy ones get ``grid`` (``MultiDiscrete``) because the
 label is a categorical choice: a categorical head names a class directly, while a Gaussian over ``n`` class scores
