@@ -10,6 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ram_env", "ram_env.*", "agents", "agents.*"]),
+    # The algorithms' hyperparameter files (RL Baselines3 Zoo format), read by train_agent.py and by the Zoo.
+    package_data={"agents.sb3": ["hyperparams/*.yml"]},
     py_modules=["train_agent", "evaluate"],
     install_requires=[
         "gymnasium>=1.1",
@@ -24,10 +26,15 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "pillow>=9",
+        # pyyaml: the hyperparameter files in agents/sb3/hyperparams/.
+        "pyyaml>=5.4",
     ],
     extras_require={
         # Kept so that `pip install -e ".[contrib]"` still works: sb3-contrib is now a base dependency.
         "contrib": [],
+        # RL Baselines3 Zoo (python -m rl_zoo3.train / enjoy with agents/sb3/hyperparams/*.yml); its enjoy script
+        # imports requests without declaring it. 2.9.2 matches stable-baselines3 2.9.2.
+        "zoo": ["rl-zoo3>=2.9.2", "requests"],
         "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "mypy==2.4.1"],
     },
     entry_points={

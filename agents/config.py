@@ -132,8 +132,17 @@ class TrainConfig:
         choices=("learned", "random"),
     )
     # stable-baselines3 algorithms
-    total_timesteps: int = _f(100_000, "environment steps for stable-baselines3 algorithms")
-    n_envs: int = _f(64, "parallel environments for stable-baselines3 algorithms")
+    total_timesteps: int | None = _f(
+        None, "environment steps for stable-baselines3 algorithms (default: n_timesteps of agents/sb3/hyperparams/)"
+    )
+    n_envs: int | None = _f(
+        None, "parallel environments for stable-baselines3 algorithms (default: n_envs of agents/sb3/hyperparams/)"
+    )
+    hyperparams: str | None = _f(
+        None,
+        "stable-baselines3 hyperparameters over the algorithm's file in agents/sb3/hyperparams/, as key=value pairs "
+        "(JSON values; policy_kwargs a Python expression), e.g. n_epochs=10,policy_kwargs=dict(net_arch=[64])",
+    )
 
     def ram_config(self):
         from agents.ram import RAMConfig
@@ -144,7 +153,7 @@ class TrainConfig:
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "mc_samples", "lr_decay_steps", "eval_mc_samples", "total_timesteps")
         for name in positive + ("hidden_size", "glimpse_hidden", "glimpse_out", "n_envs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")

@@ -73,14 +73,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def env_kwargs_for(config: TrainConfig) -> dict[str, Any]:
-    """The registered defaults of ``config.env`` with the run's overrides (without ``split``: the trainer picks it)."""
+def env_kwargs_for(config: TrainConfig, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The registered defaults of ``config.env``, then ``defaults`` (an algorithm's ``env_kwargs``), then the run's
+    overrides (without ``split``: the trainer picks it)."""
     try:
         spec = gym.spec(config.env)
     except gym.error.Error as err:
         known = ", ".join(ram_env.BENCHMARKS)
         raise UserError(f"unknown environment id {config.env!r} ({err}); registered ids: {known}") from None
-    kwargs = {**spec.kwargs, **parse_env_args(config.env_args)}
+    kwargs = {**spec.kwargs, **(defaults or {}), **parse_env_args(config.env_args)}
     if config.glimpses is not None:
         kwargs["glimpses"] = config.glimpses
     kwargs.pop("split", None)

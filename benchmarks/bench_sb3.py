@@ -1,13 +1,18 @@
-"""Benchmark the stable-baselines3 algorithms on RAM/MNIST-v0 (6 glimpses): test error three ways and wall time.
+"""Benchmark the stable-baselines3 algorithms on a glimpse task: test error three ways, wall time, learning curves.
 
-    python benchmarks/bench_sb3.py                       # every algorithm, the default budgets
+    python benchmarks/bench_sb3.py                                    # every algorithm, the default budgets
     python benchmarks/bench_sb3.py --algos ppo auxppo --steps 50000
+    python benchmarks/bench_sb3.py --steps 2000000 --offpolicy-steps 2000000 --seeds 1 2 3   # the full benchmark
 
-Each algorithm trains through :func:`agents.sb3.train_sb3` (the code ``train_agent.py --algo NAME`` runs) for the
-same number of environment steps (off-policy algorithms get ``--offpolicy-steps``: their gradient steps make each
-environment step far dearer on a CPU), then its ``last.pt`` is scored on the whole MNIST test split by
-:func:`agents.sb3.evaluate_sb3_checkpoint` (what ``evaluate.py`` runs). Writes ``results/sb3_table.md`` and
-``results/sb3_bench.json``. Wall times depend on the machine and on whatever else runs on it.
+Each (algorithm, seed) trains through :func:`agents.sb3.train_sb3` (the code ``train_agent.py --algo NAME`` runs,
+with the algorithm's hyperparameter file in ``agents/sb3/hyperparams/``) for the same number of environment steps
+(off-policy algorithms get ``--offpolicy-steps``: their gradient steps make each environment step far dearer on a
+CPU), then its ``last.pt`` is scored on the test split by :func:`agents.sb3.evaluate_sb3_checkpoint` (what
+``evaluate.py`` runs). Writes, under ``--results`` with the ``--name`` prefix: ``<name>_bench.json`` (one row per
+run: algorithm, env, seed, environment steps, wall times, the three test errors and the validation curve),
+``<name>_table.md`` and ``<name>_curves.png`` (validation error against environment steps, every run in one figure).
+The JSON is rewritten after each run, so an interrupted benchmark keeps the runs it finished. Wall times depend on
+the machine and on whatever else runs on it.
 """
 
 from __future__ import annotations
@@ -34,15 +39,19 @@ DEFAULT_ALGOS = ("ppo", "a2c", "sac", "td3", "recurrentppo", "auxppo")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=sorted(ALGORITHMS))
+    parser.add_argument("--env", default="RAM/MNIST-v0")
+    parser.add_argument("--env-args", default=None, help="key=value environment overrides, as train_agent.py")
     parser.add_argument("--steps", type=int, default=150_000, help="environment steps (on-policy and recurrent)")
     parser.add_argument("--offpolicy-steps", type=int, default=40_000, help="environment steps (SAC, TD3, ...)")
-    parser.add_argument("--n-envs", type=int, default=64)
-    parser.add_argument("--glimpses", type=int, default=6)
+    parser.add_argument("--n-envs", type=int, default=None, help="default: the hyperparameter file's n_envs")
+    parser.add_argument("--glimpses", type=int, default=None, help="default: the env id's")
     parser.add_argument("--mc-samples", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-test-images", type=int, default=None, help="default: the whole test split")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_sb3"))
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--name", default="sb3", help="prefix of the result files")
     parser.add_argument(
         "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
     )
@@ -50,44 +59,54 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
 
     rows = []
-    for algo in args.algos:
-        off_policy = ALGORITHMS[algo].kind == "off-policy"
-        config = TrainConfig(
-            env="RAM/MNIST-v0",
-            algo=algo,
-            seed=args.seed,
-            device=args.device,
-            output=str(args.runs / algo),
-            overwrite=True,
-            glimpses=args.glimpses,
-            total_timesteps=args.offpolicy_steps if off_policy else args.steps,
-            n_envs=args.n_envs,
-        )
-        start = time.perf_counter()
-        summary = train_sb3(config, progress=False)
-        train_time = time.perf_counter() - start
-        start = time.perf_counter()
-        payload = load_checkpoint(Path(summary["run_dir"]) / "last.pt")
-        result, _ = evaluate_sb3_checkpoint(
-            payload, split="test", mc_samples=args.mc_samples, device=args.device, seed=0
-        )
-        row = {
-            "algo": algo,
-            "action_form": summary["action_form"],
-            "observation_form": summary["observation_form"],
-            "env_steps": summary["timesteps"],
-            "train_seconds": round(train_time, 1),
-            "eval_seconds": round(time.perf_counter() - start, 1),
-            "best_val_success": summary["best_val_success"],
-            "test_images": result.images,
-            "error_sampled": round(result.error_sampled, 2),
-            "error_mean_location": round(result.error_mean_location, 2),
-            "error_monte_carlo": round(result.error_monte_carlo, 2),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        write(rows, args)
+    for seed in args.seeds:
+        for algo in args.algos:
+            rows.append(run_one(algo, seed, args))
+            print(json.dumps(rows[-1]), flush=True)
+            write(rows, args)
     return 0
+
+
+def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train ``algo`` with ``seed``, score it on the test split; the JSON row."""
+    off_policy = ALGORITHMS[algo].kind == "off-policy"
+    config = TrainConfig(
+        env=args.env,
+        env_args=args.env_args,
+        algo=algo,
+        seed=seed,
+        device=args.device,
+        output=str(args.runs / f"{algo}__{seed}"),
+        overwrite=True,
+        glimpses=args.glimpses,
+        total_timesteps=args.offpolicy_steps if off_policy else args.steps,
+        n_envs=args.n_envs,
+    )
+    start = time.perf_counter()
+    summary = train_sb3(config, progress=False)
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    payload = load_checkpoint(Path(summary["run_dir"]) / "last.pt")
+    result, _ = evaluate_sb3_checkpoint(
+        payload, split="test", mc_samples=args.mc_samples, device=args.device, seed=0, max_images=args.max_test_images
+    )
+    return {
+        "algo": algo,
+        "env": args.env,
+        "seed": seed,
+        "action_form": summary["action_form"],
+        "observation_form": summary["observation_form"],
+        "env_steps": summary["timesteps"],
+        "train_seconds": round(train_time, 1),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "best_val_success": summary["best_val_success"],
+        "test_images": result.images,
+        "error_sampled": round(result.error_sampled, 2),
+        "error_mean_location": round(result.error_mean_location, 2),
+        "error_monte_carlo": round(result.error_monte_carlo, 2),
+        "validation_curve": summary["validation_curve"],
+    }
 
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
@@ -97,31 +116,55 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "hardware": hardware_name(torch.device(args.device)),
         "load_average": os.getloadavg(),
-        "env": "RAM/MNIST-v0",
+        "env": args.env,
         "glimpses": args.glimpses,
         "n_envs": args.n_envs,
         "mc_samples": args.mc_samples,
-        "seed": args.seed,
+        "seeds": args.seeds,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
-    (args.results / "sb3_bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    text = json.dumps({"meta": meta, "rows": rows}, indent=2, allow_nan=False)
+    (args.results / f"{args.name}_bench.json").write_text(text + "\n")
     lines = [
-        f"RAM/MNIST-v0, {args.glimpses} glimpses, {args.n_envs} parallel envs, seed {args.seed}, {args.device}; "
-        f"test error (%) on all {rows[0]['test_images']} test images, Monte Carlo = majority vote of "
-        f"M = {args.mc_samples} sampled episodes. Wall times are from a shared machine and are noisy.",
+        f"{args.env}, seeds {', '.join(map(str, args.seeds))}, {args.device}; test error (%) on "
+        f"{rows[0]['test_images']} test images, Monte Carlo = majority vote of M = {args.mc_samples} sampled "
+        "episodes. Wall times are from a shared machine and are noisy.",
         "",
-        "| algo | actions | observations | env steps | train time (s) | sampled | mean location | Monte Carlo |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| algo | seed | actions | observations | env steps | train time (s) | sampled | mean location | Monte Carlo |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['algo']} | {r['action_form']} | {r['observation_form']} | {r['env_steps']:,} | "
+            f"| {r['algo']} | {r['seed']} | {r['action_form']} | {r['observation_form']} | {r['env_steps']:,} | "
             f"{r['train_seconds']:.0f} | {r['error_sampled']:.2f} | {r['error_mean_location']:.2f} | "
             f"{r['error_monte_carlo']:.2f} |"
         )
-    (args.results / "sb3_table.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{args.name}_table.md").write_text("\n".join(lines) + "\n")
+    plot_curves(rows, args.results / f"{args.name}_curves.png", title=args.env)
+
+
+def plot_curves(rows: list[dict], path: Path, *, title: str) -> None:
+    """Validation error (%) against environment steps, one line per run, in one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        steps = [point[0] for point in r["validation_curve"]]
+        errors = [100 * (1 - point[1]) for point in r["validation_curve"]]
+        ax.plot(steps, errors, marker="o", label=f"{r['algo']} (seed {r['seed']})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("validation error (%), deterministic policy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

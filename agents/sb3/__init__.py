@@ -11,14 +11,14 @@ TensorBoard logs and SB3's ``rollout/success_rate`` from ``info["is_success"]``.
 
 Which form each algorithm gets (:data:`ALGORITHMS`):
 
-=====================================  ============  ===============  ========================  =======================
-algorithm (``--algo``)                 kind          action form      observation form          policy
-=====================================  ============  ===============  ========================  =======================
-``ppo``, ``a2c``, ``trpo``             on-policy     ``grid``         ``history``               MultiInputPolicy
-``sac``, ``td3``, ``ddpg``, ``tqc``    off-policy    ``box``          ``history``               MultiInputPolicy
-``recurrentppo``                       recurrent     ``grid``         ``glimpse``               MultiInputLstmPolicy
-``auxppo`` (:class:`AuxiliaryRecurrentPPO`)  recurrent  ``grid``     ``glimpse``               MultiInputLstmPolicy
-=====================================  ============  ===============  ========================  =======================
+=====================================  ============  ===============  ==================  ==========================
+algorithm (``--algo``)                 kind          action form      observation form    policy
+=====================================  ============  ===============  ==================  ==========================
+``ppo``, ``a2c``, ``trpo``             on-policy     ``grid``         ``history``         GlimpseActorCriticPolicy
+``sac``, ``td3``, ``ddpg``, ``tqc``    off-policy    ``box``          ``history``         Glimpse{SAC,TD3,TQC}Policy
+``recurrentppo``                       recurrent     ``grid``         ``glimpse``         GlimpseLstmPolicy
+``auxppo`` (:class:`AuxiliaryRecurrentPPO`)  recurrent  ``grid``     ``glimpse``         GlimpseLstmPolicy
+=====================================  ============  ===============  ==================  ==========================
 
 *Why:* SAC/TD3/DDPG/TQC only accept ``Box`` actions. The on-policy ones get ``grid`` (``MultiDiscrete``) because the
 label is a categorical choice: a categorical head names a class directly, while a Gaussian over ``n`` class scores
@@ -27,16 +27,18 @@ glimpse so far), which makes the problem Markov; recurrent ones see one glimpse 
 LSTM, as the paper's core network does. Every policy uses :class:`GlimpseFeaturesExtractor` (the paper's glimpse
 network). DQN and QR-DQN are not offered: they need a ``Discrete`` action space and the task's action is a tuple.
 
-Hyperparameters are SB3's defaults except where the task needs otherwise (see :func:`algorithm_kwargs`);
-``--learning-rate`` replaces SB3's default only when it is set to something other than the RAM default (1e-3).
+Hyperparameters live in RL Baselines3 Zoo's YAML format, one file per algorithm in ``agents/sb3/hyperparams/``
+(:mod:`~agents.sb3.hyperparams`), read by ``train_agent.py`` (:func:`algorithm_setup`) and by the Zoo alike; the
+policies they name are in :mod:`~agents.sb3.policies`. ``--hyperparams`` and explicit flags override the file.
 """
 
 from __future__ import annotations
 
 from agents.sb3.algorithms import (
     ALGORITHMS,
+    AlgorithmSetup,
     AlgorithmSpec,
-    algorithm_kwargs,
+    algorithm_setup,
     algorithm_spec,
     load_sb3_model,
     make_adapter,
@@ -54,7 +56,8 @@ __all__ = [
     "GlimpseFeaturesExtractor",
     "LabelledRecurrentDictRolloutBuffer",
     "SB3Policy",
-    "algorithm_kwargs",
+    "AlgorithmSetup",
+    "algorithm_setup",
     "algorithm_spec",
     "evaluate_sb3_checkpoint",
     "load_sb3_model",

@@ -11,29 +11,29 @@ from typing import Any
 import torch
 
 from agents.config import TrainConfig, UserError
-from agents.sb3.features import GlimpseFeaturesExtractor
+from agents.sb3.hyperparams import load_hyperparams, parse_hyperparams, resolve_hyperparams
 from ram_env.sb3 import SB3VecEnvAdapter
 from ram_env.vector import GlimpseVectorEnv
 
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """How ``--algo NAME`` is built: the class, its kind, the action and observation forms and the policy."""
+    """How ``--algo NAME`` is built: the class, its kind, the action and observation forms (the policy and every
+    hyperparameter come from its file in ``agents/sb3/hyperparams/``, :func:`algorithm_setup`)."""
 
     module: str
     class_name: str
     kind: str  # "on-policy", "off-policy" or "recurrent"
     action_form: str
     observation_form: str
-    policy: str
 
     def load_class(self):
         return getattr(importlib.import_module(self.module), self.class_name)
 
 
-_ON = ("on-policy", "grid", "history", "MultiInputPolicy")
-_OFF = ("off-policy", "box", "history", "MultiInputPolicy")
-_REC = ("recurrent", "grid", "glimpse", "MultiInputLstmPolicy")
+_ON = ("on-policy", "grid", "history")
+_OFF = ("off-policy", "box", "history")
+_REC = ("recurrent", "grid", "glimpse")
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "ppo": AlgorithmSpec("stable_baselines3", "PPO", *_ON),
@@ -56,40 +56,56 @@ def algorithm_spec(name: str) -> tuple[str, AlgorithmSpec]:
     return key, ALGORITHMS[key]
 
 
-def algorithm_kwargs(spec: AlgorithmSpec, config: TrainConfig, glimpses: int) -> dict[str, Any]:
-    """Constructor arguments: SB3's defaults, adapted to short fixed-length episodes and many parallel envs.
+@dataclass
+class AlgorithmSetup:
+    """What ``train_sb3`` builds for one run, from the algorithm's hyperparameter file and the run's flags."""
 
-    * on-policy and recurrent: rollouts of ``4 T`` steps per env (whole episodes; A2C: ``T``), 4 minibatches, 4
-      epochs (PPO family);
-    * off-policy: replay buffer ``min(total_timesteps, 100k)`` (history observations are large), one gradient step
-      per 8 transitions (``gradient_steps = n_envs / 8`` per vector step), 1000 random warm-up steps.
+    n_envs: int
+    total_timesteps: int
+    policy: Any
+    env_kwargs: dict[str, Any]
+    model_kwargs: dict[str, Any]
+
+
+def algorithm_setup(name: str, spec: AlgorithmSpec, config: TrainConfig) -> AlgorithmSetup:
+    """The run's hyperparameters: the entry of ``config.env`` in ``agents/sb3/hyperparams/<name>.yml`` (the one source
+    of the defaults, which RL Baselines3 Zoo reads too), then ``--hyperparams``, then explicit flags.
+
+    Flags: ``--total-timesteps`` and ``--n-envs`` when given; ``--learning-rate``, ``--glimpse-hidden``,
+    ``--glimpse-out`` and ``--hidden-size`` (the LSTM of recurrent policies) when they differ from their defaults,
+    which are the RAM agent's (write ``--hyperparams learning_rate=0.001`` to force a RAM default value). Two sizes
+    follow the budget: ``buffer_size`` at most ``total_timesteps``, ``learning_starts`` at most half of it.
     """
-    n_envs = config.n_envs
-    feature_kwargs = {"glimpse_hidden": config.glimpse_hidden, "glimpse_out": config.glimpse_out}
-    policy_kwargs: dict[str, Any] = {
-        "features_extractor_class": GlimpseFeaturesExtractor,
-        "features_extractor_kwargs": feature_kwargs,
-    }
-    kwargs: dict[str, Any] = {}
-    if spec.kind == "off-policy":
-        kwargs.update(
-            buffer_size=min(config.total_timesteps, 100_000),
-            learning_starts=min(1000, config.total_timesteps // 2),
-            gradient_steps=max(1, n_envs // 8),
-        )
-    elif spec.class_name == "A2C":
-        kwargs.update(n_steps=glimpses)
-    else:
-        n_steps = 4 * glimpses
-        kwargs.update(n_steps=n_steps, batch_size=max(n_steps * n_envs // 4, 2))
-        if spec.class_name != "TRPO":
-            kwargs.update(n_epochs=4)
-    if spec.kind == "recurrent":
+    entry = load_hyperparams(name, config.env)
+    entry.update(parse_hyperparams(config.hyperparams))
+    hp = resolve_hyperparams(entry)
+    env_kwargs = dict(hp.env_kwargs)
+    if env_kwargs.setdefault("action_form", spec.action_form) != spec.action_form:
+        raise UserError(f"--algo {name} needs action_form {spec.action_form!r}, its hyperparameters give {env_kwargs}")
+    n_envs = config.n_envs if config.n_envs is not None else hp.n_envs
+    total = config.total_timesteps if config.total_timesteps is not None else hp.n_timesteps
+    kwargs = dict(hp.model_kwargs)
+    policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
+    features = dict(policy_kwargs.get("features_extractor_kwargs") or {})
+    defaults = TrainConfig()
+    for field_name in ("glimpse_hidden", "glimpse_out"):
+        if getattr(config, field_name) != getattr(defaults, field_name) or field_name not in features:
+            features[field_name] = getattr(config, field_name)
+    policy_kwargs["features_extractor_kwargs"] = features
+    if spec.kind == "recurrent" and (
+        config.hidden_size != defaults.hidden_size or "lstm_hidden_size" not in policy_kwargs
+    ):
         policy_kwargs["lstm_hidden_size"] = config.hidden_size
-    if config.learning_rate != TrainConfig.learning_rate:
-        kwargs["learning_rate"] = config.learning_rate
     kwargs["policy_kwargs"] = policy_kwargs
-    return kwargs
+    if config.learning_rate != defaults.learning_rate:
+        kwargs["learning_rate"] = config.learning_rate
+    if "buffer_size" in kwargs:
+        kwargs["buffer_size"] = min(int(kwargs["buffer_size"]), total)
+    if "learning_starts" in kwargs:
+        kwargs["learning_starts"] = min(int(kwargs["learning_starts"]), total // 2)
+    return AlgorithmSetup(
+        n_envs=n_envs, total_timesteps=total, policy=hp.policy, env_kwargs=env_kwargs, model_kwargs=kwargs
+    )
 
 
 def make_adapter(

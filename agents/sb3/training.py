@@ -9,6 +9,7 @@ import importlib.util
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from agents.runs import (
     set_seed,
     write_json,
 )
-from agents.sb3.algorithms import algorithm_kwargs, algorithm_spec, load_sb3_model, make_adapter, model_to_tensor
+from agents.sb3.algorithms import algorithm_setup, algorithm_spec, load_sb3_model, make_adapter, model_to_tensor
 from ram_env.seeding import stream_seed
 from ram_env.task import Task, TaskConfig
 
@@ -42,6 +43,19 @@ class _CheckpointWriter(BaseCallback):
 
     def _on_step(self) -> bool:
         self._write(self.model, self._name)
+        return True
+
+
+class _RecordCurve(BaseCallback):
+    """Appends ``[environment steps, success()]`` to ``curve`` (as an ``EvalCallback``'s ``callback_after_eval``,
+    ``success`` reads its ``last_mean_reward``, the success rate: rewards are 1 or 0)."""
+
+    def __init__(self, curve: list[list[float]], success: Callable[[], float]):
+        super().__init__()
+        self.curve, self._success = curve, success
+
+    def _on_step(self) -> bool:
+        self.curve.append([int(self.model.num_timesteps), float(self._success())])
         return True
 
 
@@ -76,7 +90,9 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
     """Train (or resume) an SB3 / sb3-contrib algorithm; returns the summary (also in ``summary.json``).
 
     Writes ``config.json``, ``last.pt`` (after every evaluation and at the end), ``best.pt`` (highest validation
-    success rate of the deterministic policy), TensorBoard logs in ``tb/`` and ``summary.json`` in the run directory.
+    success rate of the deterministic policy), TensorBoard logs in ``tb/`` and ``summary.json`` in the run directory;
+    the checkpoints and the summary hold ``validation_curve``, ``[environment steps, validation success]`` after each
+    of the five evaluations.
 
     :param config: with ``config.resume`` set, the resumed run's configuration (``agents.runs.resume_config``).
     :param stop: training ends (with ``last.pt`` written, raising :class:`TrainingInterrupted`) at the first
@@ -85,15 +101,19 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
     name, spec = algorithm_spec(config.algo)
     stop = stop or StopFlag()
     state: dict[str, Any] | None = None
+    curve: list[list[float]] = []  # [environment steps, validation success] after each evaluation
+    setup = algorithm_setup(name, spec, config)
     if config.resume is not None:
         state, run_dir = load_resume_state(config, name)
         env_kwargs = dict(state["env_kwargs"])
     else:
         run_dir = Path(config.output) if config.output else default_run_dir(config)
-        env_kwargs = {**env_kwargs_for(config), "action_form": spec.action_form}
+        env_kwargs = {**env_kwargs_for(config, setup.env_kwargs), "action_form": spec.action_form}
+    # config.json and the checkpoints record the budget and the number of environments actually used.
+    config = dataclasses.replace(config, n_envs=setup.n_envs, total_timesteps=setup.total_timesteps)
+    assert config.n_envs is not None and config.total_timesteps is not None
     device = resolve_device(config.device)
     set_seed(config.seed)
-    glimpses = int(env_kwargs["glimpses"])
     train_env = VecMonitor(
         make_adapter({**env_kwargs, "split": "train"}, config.n_envs, spec.observation_form, device=device)
     )
@@ -113,10 +133,16 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
         if state is not None:
             model = load_sb3_model(state, env=train_env, device=device, tensorboard_log=tb_dir)
             best, elapsed = state.get("best_val_success", -math.inf), state.get("wall_time", 0.0)
+            curve.extend(list(point) for point in state.get("validation_curve", []))
         else:
-            kwargs = algorithm_kwargs(spec, config, glimpses)
             model = cls(
-                spec.policy, train_env, seed=config.seed, device=device, tensorboard_log=tb_dir, verbose=0, **kwargs
+                setup.policy,
+                train_env,
+                seed=config.seed,
+                device=device,
+                tensorboard_log=tb_dir,
+                verbose=0,
+                **setup.model_kwargs,
             )
             best, elapsed = -math.inf, 0.0
         start = time.perf_counter()
@@ -132,6 +158,7 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
                 "num_timesteps": int(model.num_timesteps),
                 "best_val_success": float(evaluation.best_mean_reward),
                 "wall_time": elapsed + time.perf_counter() - start,
+                "validation_curve": curve,
             }
             save_checkpoint(payload, run_dir / filename)
 
@@ -142,7 +169,9 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
             eval_freq=max(1, config.total_timesteps // (5 * config.n_envs)),
             deterministic=True,
             callback_on_new_best=_CheckpointWriter(write, "best.pt"),
-            callback_after_eval=_CheckpointWriter(write, "last.pt"),
+            callback_after_eval=CallbackList(
+                [_RecordCurve(curve, lambda: evaluation.last_mean_reward), _CheckpointWriter(write, "last.pt")]
+            ),
             verbose=0,
         )
         evaluation.best_mean_reward = best
@@ -182,6 +211,7 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
             "action_form": spec.action_form,
             "observation_form": spec.observation_form,
             "device": str(device),
+            "validation_curve": curve,
         }
         write_json(run_dir / "summary.json", summary)
         return summary

@@ -1,0 +1,37 @@
+"""``benchmarks/bench_sb3.py``: one strict-JSON row per (algorithm, seed) with the three test errors, wall time and
+the validation curve; the table and the one-figure learning curves are written beside it."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import bench_sb3
+
+# tests/conftest.py TINY_ENV_ARGS: the tiny task (no data files needed).
+TINY_ENV_ARGS = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24"
+
+
+def test_bench_sb3_writes_one_row_per_run_with_curves(tmp_path):
+    results = tmp_path / "results"
+    argv = ["--algos", "ppo", "a2c", "--env-args", TINY_ENV_ARGS, "--steps", "200", "--seeds", "1", "2"]
+    argv += ["--n-envs", "8", "--glimpses", "2", "--mc-samples", "2", "--max-test-images", "40"]
+    argv += ["--runs", str(tmp_path / "runs"), "--results", str(results), "--name", "tiny", "--threads", "1"]
+    assert bench_sb3.main(argv) == 0
+    data = json.loads((results / "tiny_bench.json").read_text(), parse_constant=_reject)  # strict JSON
+    rows = data["rows"]
+    assert [(r["algo"], r["seed"]) for r in rows] == [("ppo", 1), ("a2c", 1), ("ppo", 2), ("a2c", 2)]
+    for r in rows:
+        assert r["env_steps"] >= 200 and r["train_seconds"] > 0 and r["test_images"] == 40
+        assert all(0 <= r[k] <= 100 for k in ("error_sampled", "error_mean_location", "error_monte_carlo"))
+        steps = [point[0] for point in r["validation_curve"]]
+        assert steps == sorted(steps) and steps[-1] <= r["env_steps"]
+        # The curve is the evaluations EvalCallback made: its best is the run's best validation success.
+        assert max(point[1] for point in r["validation_curve"]) == r["best_val_success"]
+    assert data["meta"]["seeds"] == [1, 2]
+    table = (results / "tiny_table.md").read_text()
+    assert table.count("| ppo |") == 2 and table.count("| a2c |") == 2
+    assert (results / "tiny_curves.png").stat().st_size > 1000
+
+
+def _reject(constant: str):
+    raise ValueError(f"not strict JSON: {constant}")
