@@ -197,11 +197,34 @@ MUTATIONS = (
         "agents/trainer.py",
         (
             (
-                "return config.lr_decay ** (step // config.lr_decay_steps)",
-                "return config.lr_decay ** ((step + 1) // config.lr_decay_steps)",
+                "factor = config.lr_decay ** (step // config.lr_decay_steps)",
+                "factor = config.lr_decay ** ((step + 1) // config.lr_decay_steps)",
             ),
         ),
         "lr_factor: the learning rate decays one update early",
+    ),
+    Mutation(
+        "warmup-starts-at-zero",
+        "agents/trainer.py",
+        (("factor *= (step + 1) / warmup", "factor *= step / warmup"),),
+        "lr_factor: the first warmup update runs at learning rate 0 (one update wasted, the ramp one update late)",
+    ),
+    Mutation(
+        "gpu-preset-decay-not-scaled",
+        "agents/config.py",
+        (
+            (
+                'recipe.get("lr_decay_steps", defaults.lr_decay_steps) / k',
+                'recipe.get("lr_decay_steps", defaults.lr_decay_steps)',
+            ),
+        ),
+        "large_batch: the -gpu presets decay every 1000 updates (8x slower per image than the preset)",
+    ),
+    Mutation(
+        "trainer-checks-actions",
+        "agents/trainer.py",
+        (("validate_actions=False,", "validate_actions=True,"),),
+        "RAMTrainer: the vector env checks every action (a host sync per step: the update cannot be captured)",
     ),
     Mutation(
         "evaluation-streams-shared",
