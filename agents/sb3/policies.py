@@ -20,41 +20,29 @@ from stable_baselines3.td3.policies import MultiInputPolicy as TD3MultiInputPoli
 from agents.sb3.features import GlimpseFeaturesExtractor
 
 
-class GlimpseActorCriticPolicy(MultiInputActorCriticPolicy):
+class _GlimpseFeaturesByDefault:
+    """Mixin: the policy's features extractor is the glimpse network unless ``features_extractor_class`` is given."""
+
+    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
+        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
+
+
+class GlimpseActorCriticPolicy(_GlimpseFeaturesByDefault, MultiInputActorCriticPolicy):
     """PPO, A2C and TRPO: SB3's ``MultiInputPolicy`` over the glimpse network."""
 
-    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
-
-class GlimpseLstmPolicy(RecurrentMultiInputActorCriticPolicy):
+class GlimpseLstmPolicy(_GlimpseFeaturesByDefault, RecurrentMultiInputActorCriticPolicy):
     """RecurrentPPO and ``auxppo``: sb3-contrib's ``MultiInputLstmPolicy`` over the glimpse network."""
 
-    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
-
-class GlimpseSACPolicy(SACMultiInputPolicy):
+class GlimpseSACPolicy(_GlimpseFeaturesByDefault, SACMultiInputPolicy):
     """SAC: SB3's ``MultiInputPolicy`` over the glimpse network."""
 
-    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
-
-class GlimpseTD3Policy(TD3MultiInputPolicy):
+class GlimpseTD3Policy(_GlimpseFeaturesByDefault, TD3MultiInputPolicy):
     """TD3 and DDPG: SB3's ``MultiInputPolicy`` over the glimpse network."""
 
-    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
-
-class GlimpseTQCPolicy(TQCMultiInputPolicy):
+class GlimpseTQCPolicy(_GlimpseFeaturesByDefault, TQCMultiInputPolicy):
     """TQC: sb3-contrib's ``MultiInputPolicy`` over the glimpse network."""
-
-    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Any, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", GlimpseFeaturesExtractor)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
