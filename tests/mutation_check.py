@@ -40,6 +40,7 @@ FAST_TESTS = (
     "tests/ram_env/test_vector.py::test_vector_matches_single_env_tiny_cluttered",
     "tests/ram_env/test_envs.py::test_reset_options_choose_the_image_and_first_location",
     "tests/agents/test_trainer.py",
+    "tests/agents/test_sb3_policies.py",
 )
 
 
@@ -237,6 +238,27 @@ MUTATIONS = (
         "agents/evaluation.py",
         (("            keep[keep.clone()] = ~seen[index[keep]]", "            pass"),),
         "evaluate_policy: the last batch's wrapped repeats are scored a second time",
+    ),
+    Mutation(
+        "sb3-mask-swapped",
+        "agents/sb3/policies.py",
+        (("torch.where(last, is_location, ~is_location)", "torch.where(last, ~is_location, is_location)"),),
+        "SB3 policies: the class is credited before the last glimpse and the location at it (the ignored parts)",
+    ),
+    Mutation(
+        "sb3-rollout-log-prob-unmasked",
+        "agents/sb3/policies.py",
+        (
+            (
+                "    def forward(self, obs: Any, *args: Any, **kwargs: Any) -> Any:\n        with self._masking(obs):",
+                "    def forward(self, obs: Any, *args: Any, **kwargs: Any) -> Any:\n        with self._masking(None):",
+            ),
+            (
+                'self.unused_parts(obs["t"]) if self.mask_unused_actions else None',
+                'self.unused_parts(obs["t"]) if obs is not None and self.mask_unused_actions else None',
+            ),
+        ),
+        "SB3 policies: the rollout's old log-probability sums every part, the update's is masked (PPO's ratio is off)",
     ),
 )
 
