@@ -111,9 +111,12 @@ class _UnusedActionPartsMasked:
         self._unused: torch.Tensor | None = None
         if not mask_unused_actions:
             return
-        observation_space = cast(spaces.Dict, self.observation_space)  # type: ignore[attr-defined]
+        observation_space = self.observation_space  # type: ignore[attr-defined]
         if not isinstance(observation_space, spaces.Dict) or "t" not in observation_space.spaces:
-            raise ValueError("mask_unused_actions needs the observation's 't' (the glimpse tasks' Dict observation)")
+            raise ValueError(
+                "mask_unused_actions needs the observation's 't' (the glimpse tasks' Dict observation); "
+                "for another observation pass mask_unused_actions=False in policy_kwargs"
+            )
         self._steps = int(cast(spaces.Discrete, observation_space["t"]).n)
         if type(self.action_dist) is MultiCategoricalDistribution:
             self.action_dist = MaskedMultiCategoricalDistribution(self.action_dist.action_dims)
