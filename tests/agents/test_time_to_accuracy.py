@@ -62,3 +62,22 @@ def test_curve_points_exclude_earlier_validation_time():
 def test_time_to_accuracy_refuses_other_algorithms(tiny_run_config, tmp_path):
     with pytest.raises(UserError, match="algo ram"):
         time_to_accuracy(tiny_run_config(tmp_path / "run", algo="ppo"), seconds=1)
+
+
+def test_plot_time_to_accuracy_draws_saved_curves_and_refuses_clashing_labels(tmp_path, capsys):
+    from benchmarks import plot_time_to_accuracy
+
+    points = [{"train_seconds": s, "val_error_mean_location": e} for s, e in ((1.0, 40.0), (2.0, 20.0), (3.0, 9.0))]
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"label": "batch 1024, lr 0.00283", "hardware": "GPU X", "points": points}))
+        files.append(str(path))
+    out = tmp_path / "both.png"
+    with pytest.raises(SystemExit):  # the two files carry the same label: one curve would hide the other
+        plot_time_to_accuracy.main([*files, "--out", str(out)])
+    assert "share a label" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        plot_time_to_accuracy.main([*files, "--labels", "only one", "--out", str(out)])
+    assert plot_time_to_accuracy.main([*files, "--labels", "60 s", "to the end", "--out", str(out)]) == out
+    assert out.stat().st_size > 1000
