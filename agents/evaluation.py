@@ -32,6 +32,24 @@ from ram_env.vector import GlimpseVectorEnv
 #: How :attr:`EvaluationResult.monte_carlo` combines the M sampled episodes of an image.
 MC_AVERAGE, MC_VOTE = "averaged class distributions", "majority vote"
 
+#: Distinct images per batch on a CPU (where a larger batch adds nothing but memory).
+CPU_BATCH_IMAGES = 1000
+#: Episodes (images x M) per batch on a GPU. An eager batch costs about the same there whatever its size (the GPU
+#: waits on kernel launches), so a pass takes few, large batches: a 10,000-image split at M = 1 in one.
+CUDA_BATCH_EPISODES = 16384
+
+
+def default_batch_images(device: torch.device, mc_samples: int) -> int:
+    """Distinct images per evaluation batch when the caller names none: :data:`CPU_BATCH_IMAGES` on a CPU,
+    ``CUDA_BATCH_EPISODES // mc_samples`` on a GPU.
+
+    The batching decides which random initial location each image gets, so one checkpoint's figures differ a little
+    between batchings (and between devices, whose random streams differ anyway); on one device they are repeatable.
+    """
+    if device.type == "cpu":
+        return CPU_BATCH_IMAGES
+    return max(1, CUDA_BATCH_EPISODES // mc_samples)
+
 
 @dataclass
 class Decision:
@@ -170,7 +188,7 @@ def evaluate_policy(
     *,
     device: torch.device | str = "cpu",
     mc_samples: int = 10,
-    batch_images: int = 1000,
+    batch_images: int | None = None,
     seed: int = 0,
     max_images: int | None = None,
 ) -> EvaluationResult:
@@ -178,7 +196,7 @@ def evaluate_policy(
 
     :param env_kwargs: :class:`~ram_env.task.TaskConfig` fields (``split`` should be validation or test); the
         action form is replaced by ``"dict"`` (policies give locations and classes).
-    :param batch_images: distinct images per batch of episodes.
+    :param batch_images: distinct images per batch of episodes (default: :func:`default_batch_images`, per pass).
     :param seed: the evaluation's seed; the initial locations and the location noise draw from two independent
         streams derived from it (:func:`ram_env.seeding.stream_seed`), so a score is repeatable.
     :param max_images: score only the first ``max_images`` images of the split (quick checks).
@@ -188,15 +206,15 @@ def evaluate_policy(
     task = Task(TaskConfig.from_kwargs(**kwargs))
     n_data = len(task.data)
     n = min(n_data, max_images) if max_images else n_data
-    # No more distinct images per batch than the split holds, so an image never appears twice in one batch.
-    batch_images = min(batch_images, n)
     env_seed = stream_seed(seed, "eval/env")  # the same initial locations in both passes
     generator = torch.Generator(device=device).manual_seed(stream_seed(seed, "eval/noise"))
 
     def ordered_pass(m: int, deterministic: bool):
-        runner = EpisodeRunner(GlimpseVectorEnv(batch_images * m, device=device, mc_samples=m, **kwargs), env_seed)
+        # No more distinct images per batch than the split holds, so an image never appears twice in one batch.
+        images = min(batch_images or default_batch_images(device, m), n)
+        runner = EpisodeRunner(GlimpseVectorEnv(images * m, device=device, mc_samples=m, **kwargs), env_seed)
         seen = torch.zeros(n, dtype=torch.bool, device=device)
-        for _ in range(math.ceil(n / batch_images)):
+        for _ in range(math.ceil(n / images)):
             index, labels, probs, locations = play(policy, runner, deterministic=deterministic, generator=generator)
             keep = index < n  # drops images past max_images
             keep[keep.clone()] = ~seen[index[keep]]  # and wrapped repeats (all M copies of a new image stay)

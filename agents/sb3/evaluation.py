@@ -82,7 +82,7 @@ def evaluate_sb3_checkpoint(
     device: str | torch.device = "cpu",
     seed: int = 0,
     max_images: int | None = None,
-    batch_images: int = 1000,
+    batch_images: int | None = None,
 ) -> tuple[EvaluationResult, dict]:
     """Score the SB3 model of a checkpoint on ``split`` with the same loop and figures as the RAM agent.
 
@@ -92,6 +92,7 @@ def evaluate_sb3_checkpoint(
     * **Monte Carlo**: the majority vote of the ``M`` sampled classes (ties go to the lowest class index).
 
     :param max_images: score only the first ``max_images`` images of the split (quick checks).
+    :param batch_images: distinct images per batch (default: ``agents.evaluation.default_batch_images``).
     :return: the result and ``evaluate.py``'s report.
     """
     device = torch.device(device)

@@ -92,3 +92,17 @@ def test_every_image_is_scored_once_whatever_the_batch():
     second = evaluate_policy(_SplitVotePolicy(True), TINY, mc_samples=3, batch_images=64)
     assert (first.labels == second.labels).all()  # split order, whatever the batching
     assert first.error_sampled == second.error_sampled  # the last batch's wrapped repeats are not counted
+
+
+def test_default_batch_keeps_1000_images_on_cpu_and_fills_a_gpu_batch_per_pass():
+    from agents.evaluation import CUDA_BATCH_EPISODES, default_batch_images
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_batch_images(cpu, 1) == default_batch_images(cpu, 10) == 1000  # CPU figures stay as shipped
+    assert default_batch_images(cuda, 1) == CUDA_BATCH_EPISODES  # a 10,000-image pass at M = 1: one batch
+    assert default_batch_images(cuda, 10) * 10 <= CUDA_BATCH_EPISODES < (default_batch_images(cuda, 10) + 1) * 10
+    assert default_batch_images(cuda, 10**6) == 1
+    # The default on CPU is exactly batch_images=1000, so shipped CPU evaluations reproduce.
+    default = evaluate_policy(_SplitVotePolicy(True), TINY, mc_samples=3)
+    explicit = evaluate_policy(_SplitVotePolicy(True), TINY, mc_samples=3, batch_images=1000)
+    assert default.error_sampled == explicit.error_sampled and (default.labels == explicit.labels).all()
