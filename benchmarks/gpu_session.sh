@@ -18,7 +18,8 @@
 #       a row adds about 3 MB, and one file of at most 16 MB comes back: five rows per call at most.
 #       Back here: `tar -xf rows.tar -C runs/gpu`, then ship each with benchmarks/build_manifest.py --source.
 # Stages can be chained in one call: `benchmarks/gpu_session.sh check accuracy mnist_b1024`.
-# DEVICE (default cuda) and TRAIN_ARGS (extra train_agent.py flags) exist for a dry run on a CPU.
+# DEVICE (default cuda) and TRAIN_ARGS (extra train_agent.py flags) exist for a dry run on a CPU; TRAIN_ARGS with
+# RUN_SUFFIX (appended to each run's name) also tries a recipe variant: a winning variant becomes a preset of its own.
 # Figures go to $OUT (the device tool's return folder) or results/, as *_cuda.json / *_cuda.png; the training runs
 # themselves go to $RUNS (default /tmp/gpu_runs), since the device tool brings back only a few files.
 set -uo pipefail
@@ -79,18 +80,19 @@ while [ $# -gt 0 ]; do
         mkdir -p "$runs"
         while [ $# -gt 0 ] && ! [[ "$1" =~ ^(check|env|accuracy|rows)$ ]]; do
             preset="$1"
+            name="$1${RUN_SUFFIX:-}"
             shift
             start=$SECONDS
             # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-            python3 train_agent.py --preset "$preset" --device "$device" --output "$runs/$preset" --overwrite \
-                ${TRAIN_ARGS:-} >"$runs/$preset.log" 2>&1
+            python3 train_agent.py --preset "$preset" --device "$device" --output "$runs/$name" --overwrite \
+                ${TRAIN_ARGS:-} >"$runs/$name.log" 2>&1
             status=$?
-            echo "$preset: train_agent.py exit $status after $((SECONDS - start)) s"
-            tail -c 400 "$runs/$preset.log" | tr '\r' '\n' | tail -2
+            echo "$name: train_agent.py exit $status after $((SECONDS - start)) s"
+            tail -c 400 "$runs/$name.log" | tr '\r' '\n' | tail -2
             [ $status -eq 0 ] || continue
-            python3 evaluate.py "$runs/$preset" --device "$device" --mc-samples 10 --json "$runs/$preset/test.json"
-            tar -C "$runs" -rf "$out/rows.tar" "$preset/best.pt" "$preset/history.jsonl" "$preset/summary.json" \
-                "$preset/config.json" "$preset/test.json" "$preset.log"
+            python3 evaluate.py "$runs/$name" --device "$device" --mc-samples 10 --json "$runs/$name/test.json"
+            tar -C "$runs" -rf "$out/rows.tar" "$name/best.pt" "$name/history.jsonl" "$name/summary.json" \
+                "$name/config.json" "$name/test.json" "$name.log"
         done
         ;;
     *)
