@@ -178,6 +178,10 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         return (time.perf_counter() - start) / n
 
     t_update = rate(update, warmup=GRAPH_WARMUP + 2)  # on CUDA: the eager warm-up, the capture and its check
+    # The captured part alone, replayed back to back: the device's time for it (launching a graph costs the host
+    # microseconds). ms_per_update - replay_ms is what runs outside the graph: seeding, clipping, Adam, the schedule.
+    graph = trainer.graph
+    t_replay = None if graph is None else rate(lambda step: graph.replay())
     t_env = rate(env_only)
     return {
         "batch": batch,
@@ -187,6 +191,7 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         "images_per_s": batch / t_update,
         "episodes_per_s": batch * mc / t_update,
         "ms_per_update": 1e3 * t_update,
+        "replay_ms": None if t_replay is None else 1e3 * t_replay,
         "env_ms_per_update": 1e3 * t_env,
         "env_share": t_env / t_update,
         "flops_per_image": flops_per_image(model, env.config.glimpses),
@@ -244,7 +249,8 @@ def main() -> None:
             f"{precision}{' graph' if row['cuda_graph'] else ''} batch {batch:5d} M={mc:2d}: "
             f"{row['images_per_s']:8.0f} images/s "
             f"({row['episodes_per_s']:.0f} episodes/s), {row['ms_per_update']:8.2f} ms/update, "
-            f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
+            + (f"graph replay alone {row['replay_ms']:.2f} ms, " if row["replay_ms"] is not None else "")
+            + f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
             f"({row['flops_per_image'] / 1e6:.1f} MFLOP/image at {row['gemm_gflops']:.0f} GFLOP/s) "
             f"-> {100 * row['share_of_floor']:3.0f} % of it; load {row['load_average']:.2f}"
         )
