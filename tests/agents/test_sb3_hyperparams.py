@@ -113,3 +113,14 @@ def test_env_kwargs_of_the_file_reach_the_environment_and_env_args_win(tmp_path)
     flags[3] = tiny + ",grid_size=4"
     assert train_agent.main([*flags, "--output", str(tmp_path / "b"), "--device", "cpu"]) == 0
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["env_kwargs"]["grid_size"] == 4
+
+
+@pytest.mark.parametrize(("algo", "other"), [("ppo", "box"), ("sac", "grid")])
+def test_an_action_form_the_algorithm_does_not_use_is_refused_not_replaced(algo, other, tmp_path, capsys):
+    # Before, --env-args action_form=box trained PPO on the grid form without a word.
+    run = tmp_path / "run"
+    argv = ["--algo", algo, "--env-args", f"dataset=tiny,action_form={other}", "--output", str(run)]
+    argv += ["--total-timesteps", "96", "--n-envs", "2"]  # short, should the refusal ever be lost
+    assert train_agent.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"trains with action_form '{ALGORITHMS[algo].action_form}', not '{other}'" in err and not run.exists()
