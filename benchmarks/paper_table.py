@@ -87,7 +87,6 @@ CONTROLS: list[PublishedControl] = [
     PublishedControl("cluttered60", "fc", "FC, 2 layers of 256", None),
     PublishedControl("cluttered60", "conv", "convolutional, 2 layers", 8.09),
     PublishedControl("cluttered60", "random", "RAM, random glimpses", 14.4, 8),
-    PublishedControl("cluttered100", "fc", "FC, 2 layers of 256", None),
     PublishedControl("cluttered100", "conv", "convolutional, 2 layers", 14.35),
 ]
 
