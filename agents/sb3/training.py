@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.vec_env import VecMonitor
 
 from agents.checkpoint import save_checkpoint
-from agents.config import TrainConfig, TrainingInterrupted, UserError, parse_env_args
+from agents.config import TrainConfig, TrainingInterrupted, UserError
 from agents.runs import (
     RunLock,
     StopFlag,
@@ -108,14 +108,13 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
         env_kwargs = dict(state["env_kwargs"])
     else:
         run_dir = Path(config.output) if config.output else default_run_dir(config)
-        asked = parse_env_args(config.env_args).get("action_form", spec.action_form)
-        if asked != spec.action_form:  # refused, not silently replaced: the run would not be what was asked for
+        env_kwargs = env_kwargs_for(config, setup.env_kwargs)  # the file's action form, unless --env-args names one
+        if env_kwargs["action_form"] != spec.action_form:  # refused, not replaced: the run would not be the one asked
             raise UserError(
-                f"--algo {name} trains with action_form {spec.action_form!r}, not {asked!r}: drop action_form from "
-                "--env-args (each algorithm has one action form; the form's own arguments, such as grid_size, can be "
-                "set there)"
+                f"--algo {name} trains with action_form {spec.action_form!r}, not {env_kwargs['action_form']!r}: drop "
+                "action_form from --env-args (each algorithm has one action form; the form's own arguments, such as "
+                "grid_size, can be set there)"
             )
-        env_kwargs = {**env_kwargs_for(config, setup.env_kwargs), "action_form": spec.action_form}
     # config.json and the checkpoints record the budget and the number of environments actually used.
     config = dataclasses.replace(config, n_envs=setup.n_envs, total_timesteps=setup.total_timesteps)
     assert config.n_envs is not None and config.total_timesteps is not None
