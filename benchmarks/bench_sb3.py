@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=sorted(ALGORITHMS))
     parser.add_argument("--env", default="RAM/MNIST-v0")
     parser.add_argument("--env-args", default=None, help="key=value environment overrides, as train_agent.py")
+    parser.add_argument(
+        "--hyperparams", default=None, help="key=value overrides of every algorithm's file, as train_agent.py"
+    )
     parser.add_argument("--steps", type=int, default=150_000, help="environment steps (on-policy and recurrent)")
     parser.add_argument("--offpolicy-steps", type=int, default=40_000, help="environment steps (SAC, TD3, ...)")
     parser.add_argument("--n-envs", type=int, default=None, help="default: the hyperparameter file's n_envs")
@@ -81,6 +84,7 @@ def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
         glimpses=args.glimpses,
         total_timesteps=args.offpolicy_steps if off_policy else args.steps,
         n_envs=args.n_envs,
+        hyperparams=args.hyperparams,
     )
     start = time.perf_counter()
     summary = train_sb3(config, progress=False)
@@ -94,6 +98,7 @@ def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
         "algo": algo,
         "env": args.env,
         "seed": seed,
+        "hyperparams": args.hyperparams,
         "action_form": summary["action_form"],
         "observation_form": summary["observation_form"],
         "env_steps": summary["timesteps"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from agents.checkpoint import load_checkpoint
+from agents.sb3 import load_sb3_model
 from benchmarks import bench_sb3
 
 # tests/conftest.py TINY_ENV_ARGS: the tiny task (no data files needed).
@@ -31,6 +33,19 @@ def test_bench_sb3_writes_one_row_per_run_with_curves(tmp_path):
     table = (results / "tiny_table.md").read_text()
     assert table.count("| ppo |") == 2 and table.count("| a2c |") == 2
     assert (results / "tiny_curves.png").stat().st_size > 1000
+
+
+def test_bench_sb3_hyperparams_reach_every_run(tmp_path):
+    """``--hyperparams`` overrides the algorithm's file for the runs it trains, and the row says which."""
+    argv = ["--algos", "ppo", "--env-args", TINY_ENV_ARGS, "--steps", "100", "--n-envs", "4", "--glimpses", "2"]
+    argv += ["--mc-samples", "1", "--max-test-images", "8", "--hyperparams", "learning_rate=lin_1e-3,n_epochs=1"]
+    argv += ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path), "--name", "hp", "--threads", "1"]
+    assert bench_sb3.main(argv) == 0
+    row = json.loads((tmp_path / "hp_bench.json").read_text())["rows"][0]
+    assert row["hyperparams"] == "learning_rate=lin_1e-3,n_epochs=1"
+    model = load_sb3_model(load_checkpoint(tmp_path / "runs" / "ppo__1" / "last.pt"))
+    assert model.n_epochs == 1
+    assert model.learning_rate(1.0) == 1e-3 and model.learning_rate(0.5) == 5e-4  # the lin_ schedule
 
 
 def _reject(constant: str):
