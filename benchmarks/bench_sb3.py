@@ -11,7 +11,8 @@ CPU), then its ``last.pt`` is scored on the test split by :func:`agents.sb3.eval
 ``evaluate.py`` runs). Writes, under ``--results`` with the ``--name`` prefix: ``<name>_bench.json`` (one row per
 run: algorithm, env, seed, environment steps, wall times, the three test errors and the validation curve),
 ``<name>_table.md`` and ``<name>_curves.png`` (validation error against environment steps, every run in one figure).
-The JSON is rewritten after each run, so an interrupted benchmark keeps the runs it finished. Wall times depend on
+The JSON is rewritten after each run, so an interrupted benchmark keeps the runs it finished; ``--append`` adds
+more seeds (or algorithms) to an earlier invocation's file, refusing one made with other settings. Wall times depend on
 the machine and on whatever else runs on it.
 """
 
@@ -56,18 +57,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--name", default="sb3", help="prefix of the result files")
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in <name>_bench.json (other seeds or algorithms of the same benchmark, e.g. run "
+        "in another session) and add this run's; a row of the same algorithm and seed is replaced",
+    )
+    parser.add_argument(
         "--threads", default="auto", help="torch CPU threads: N, or auto = $OMP_NUM_THREADS if set, else 1"
     )
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
+    planned = {(algo, seed) for seed in args.seeds for algo in args.algos}
+    kept = [r for r in earlier_rows(args) if (r["algo"], r["seed"]) not in planned] if args.append else []
     rows = []
     for seed in args.seeds:
         for algo in args.algos:
             rows.append(run_one(algo, seed, args))
             print(json.dumps(rows[-1]), flush=True)
-            write(rows, args)
+            write(kept + rows, args)
     return 0
+
+
+#: the arguments that make two runs rows of one benchmark (what --append checks)
+SAME_BENCHMARK = ("env", "env_args", "hyperparams", "steps", "offpolicy_steps", "n_envs", "glimpses", "mc_samples")
+SAME_BENCHMARK += ("max_test_images", "device")
+
+
+def earlier_rows(args: argparse.Namespace) -> list[dict]:
+    """The rows of ``<name>_bench.json`` for ``--append`` (none if there is no file yet); refuses a file made with
+    other settings, whose rows would not be comparable with this run's."""
+    path = args.results / f"{args.name}_bench.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    earlier = data["meta"]["arguments"]
+    differ = [k for k in SAME_BENCHMARK if earlier.get(k) != getattr(args, k)]
+    if differ:
+        given = ", ".join(f"{k}: {earlier.get(k)!r} there, {getattr(args, k)!r} here" for k in differ)
+        raise SystemExit(f"--append: {path} was made with other settings ({given}); use another --name")
+    return data["rows"]
 
 
 def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
@@ -125,7 +154,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "glimpses": args.glimpses,
         "n_envs": args.n_envs,
         "mc_samples": args.mc_samples,
-        "seeds": args.seeds,
+        "seeds": sorted({r["seed"] for r in rows}),
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
@@ -133,7 +162,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     text = json.dumps({"meta": meta, "rows": rows}, indent=2, allow_nan=False)
     (args.results / f"{args.name}_bench.json").write_text(text + "\n")
     lines = [
-        f"{args.env}, seeds {', '.join(map(str, args.seeds))}, {args.device}; test error (%) on "
+        f"{args.env}, seeds {', '.join(map(str, sorted({r['seed'] for r in rows})))}, {args.device}; test error (%) on "
         f"{rows[0]['test_images']} test images, Monte Carlo = majority vote of M = {args.mc_samples} sampled "
         "episodes. Wall times are from a shared machine and are noisy.",
         "",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agents.checkpoint import load_checkpoint
 from agents.sb3 import load_sb3_model
 from benchmarks import bench_sb3
@@ -46,6 +48,21 @@ def test_bench_sb3_hyperparams_reach_every_run(tmp_path):
     model = load_sb3_model(load_checkpoint(tmp_path / "runs" / "ppo__1" / "last.pt"))
     assert model.n_epochs == 1
     assert model.learning_rate(1.0) == 1e-3 and model.learning_rate(0.5) == 5e-4  # the lin_ schedule
+
+
+def test_bench_sb3_append_adds_seeds_and_refuses_other_settings(tmp_path):
+    """``--append`` keeps the earlier invocation's rows (another seed of the same benchmark), replaces a rerun
+    (algorithm, seed) pair, and refuses a file made with other settings instead of mixing incomparable rows."""
+    base = ["--algos", "ppo", "--env-args", TINY_ENV_ARGS, "--n-envs", "4", "--glimpses", "2", "--mc-samples", "1"]
+    base += ["--max-test-images", "8", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path), "--name", "a"]
+    base += ["--threads", "1"]
+    assert bench_sb3.main([*base, "--steps", "100", "--seeds", "1", "2"]) == 0
+    assert bench_sb3.main([*base, "--steps", "100", "--seeds", "2", "3", "--append"]) == 0
+    data = json.loads((tmp_path / "a_bench.json").read_text())
+    assert [r["seed"] for r in data["rows"]] == [1, 2, 3] and data["meta"]["seeds"] == [1, 2, 3]
+    with pytest.raises(SystemExit, match="steps: 100 there, 200 here"):
+        bench_sb3.main([*base, "--steps", "200", "--seeds", "4", "--append"])
+    assert len(json.loads((tmp_path / "a_bench.json").read_text())["rows"]) == 3  # the file is left as it was
 
 
 def _reject(constant: str):
