@@ -50,7 +50,12 @@ def test_the_file_gives_the_defaults_and_flags_override_it():
     setup = algorithm_setup(name, spec, TrainConfig(algo="ppo"))
     assert setup.n_envs == entry["n_envs"] and setup.total_timesteps == int(entry["n_timesteps"])
     assert setup.model_kwargs["n_steps"] == entry["n_steps"]
-    assert setup.model_kwargs.get("learning_rate") == entry.get("learning_rate")
+    rate, given = setup.model_kwargs["learning_rate"], entry["learning_rate"]
+    if isinstance(given, str):  # lin_<initial>: SB3 calls the schedule with the progress remaining, 1 -> 0
+        initial = float(given.removeprefix("lin_"))
+        assert (rate(1.0), rate(0.25), rate(0.0)) == (initial, initial / 4, 0.0)
+    else:
+        assert rate == given
     flags = TrainConfig(
         algo="ppo",
         n_envs=3,
