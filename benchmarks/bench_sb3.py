@@ -80,8 +80,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: the arguments that make two runs rows of one benchmark (what --append checks)
-SAME_BENCHMARK = ("env", "env_args", "hyperparams", "steps", "offpolicy_steps", "n_envs", "glimpses", "mc_samples")
-SAME_BENCHMARK += ("max_test_images", "device")
+SAME_BENCHMARK = (
+    "env",
+    "env_args",
+    "hyperparams",
+    "steps",
+    "offpolicy_steps",
+    "n_envs",
+    "glimpses",
+    "mc_samples",
+    "max_test_images",
+    "device",
+)
 
 
 def earlier_rows(args: argparse.Namespace) -> list[dict]:
@@ -145,6 +155,7 @@ def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({r["seed"] for r in rows})  # with --append, the earlier invocations' seeds too
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -154,7 +165,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "glimpses": args.glimpses,
         "n_envs": args.n_envs,
         "mc_samples": args.mc_samples,
-        "seeds": sorted({r["seed"] for r in rows}),
+        "seeds": seeds,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
@@ -162,7 +173,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     text = json.dumps({"meta": meta, "rows": rows}, indent=2, allow_nan=False)
     (args.results / f"{args.name}_bench.json").write_text(text + "\n")
     lines = [
-        f"{args.env}, seeds {', '.join(map(str, sorted({r['seed'] for r in rows})))}, {args.device}; test error (%) on "
+        f"{args.env}, seeds {', '.join(map(str, seeds))}, {args.device}; test error (%) on "
         f"{rows[0]['test_images']} test images, Monte Carlo = majority vote of M = {args.mc_samples} sampled "
         "episodes. Wall times are from a shared machine and are noisy.",
         "",
