@@ -12,6 +12,7 @@ if set, else 1) fixes torch's CPU threads before anything runs (agents.threads).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from agents.cli import run_cli
 
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
                 summary = train_sb3(config, stop=stop)
         if is_main_process():
             print(f"run finished: {summary}")
+            if summary.get("stopped") == "time limit":
+                from agents.config import resume_hint
+
+                last = Path(summary["run_dir"]) / "last.pt"
+                print(f"stopped at the time limit; {resume_hint(last)}", file=sys.stderr)
 
     return run_cli(job)
 

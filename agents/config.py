@@ -82,7 +82,11 @@ class TrainConfig:
     time_limit: float | None = _f(
         None, "stop after this many minutes of training in this invocation (validates and checkpoints first)"
     )
-    checkpoint_every: int | None = _f(None, "updates between last.pt checkpoints (default: once per epoch)")
+    checkpoint_every: int | None = _f(
+        None,
+        "updates (RAM agent) or environment steps (stable-baselines3 algorithms) between last.pt checkpoints "
+        "(default: once per epoch; after each evaluation)",
+    )
     # Environment
     glimpses: int | None = _f(None, "glimpses per episode (default: the env's / the preset's)")
     env_args: str | None = _f(
@@ -180,6 +184,45 @@ class TrainConfig:
             parse_threads(self.threads)
         except ValueError as err:
             raise UserError(f"--{err}") from None
+
+
+#: Flags that only the RAM agent's trainer reads, and flags that only the stable-baselines3 path reads (whose own
+#: learning rate, network sizes and budget come from agents/sb3/hyperparams/ and --hyperparams).
+RAM_ONLY = (
+    "epochs",
+    "batch_size",
+    "mc_samples",
+    "lr_decay",
+    "lr_decay_steps",
+    "warmup_updates",
+    "max_grad_norm",
+    "precision",
+    "cuda_graph",
+    "epoch_images",
+    "validate_every_seconds",
+    "eval_mc_samples",
+    "core",
+    "location_std",
+    "tanh_mean",
+    "conv_glimpse",
+    "reinforce_into_core",
+    "location_policy",
+)
+SB3_ONLY = ("total_timesteps", "n_envs", "hyperparams")
+
+
+def check_flags_apply(algo: str, explicit: dict[str, Any]) -> None:
+    """Refuses a flag typed on the command line (``explicit``) that ``--algo algo`` would silently ignore."""
+    unused = [name for name in (SB3_ONLY if algo == "ram" else RAM_ONLY) if name in explicit]
+    if not unused:
+        return
+    flags = ", ".join(f"--{_flag(name)}" for name in unused)
+    if algo == "ram":
+        raise UserError(f"{flags}: only for stable-baselines3 algorithms (--algo ppo, ...), not the RAM agent; drop it")
+    raise UserError(
+        f"{flags}: only for the RAM agent (--algo ram), not --algo {algo}; drop it, and set {algo}'s own settings "
+        "with --total-timesteps, --n-envs or --hyperparams key=value (e.g. --hyperparams n_epochs=10)"
+    )
 
 
 def parse_env_args(text: str | None) -> dict[str, Any]:

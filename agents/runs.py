@@ -33,7 +33,14 @@ import torch
 
 import ram_env
 from agents.checkpoint import load_checkpoint
-from agents.config import TrainConfig, UserError, parse_command_line, parse_env_args, resolve_config
+from agents.config import (
+    TrainConfig,
+    UserError,
+    check_flags_apply,
+    parse_command_line,
+    parse_env_args,
+    resolve_config,
+)
 from ram_env.task import TaskConfig
 
 #: Fields that define the task and the model's weights: a resumed run cannot change them.
@@ -207,9 +214,9 @@ def config_from_command_line(argv: list[str] | None = None) -> TrainConfig | Non
     explicit = parse_command_line(argv)
     if explicit is None:
         return None
-    if explicit.get("resume") is not None:
-        return resume_config(explicit)
-    return resolve_config(explicit)
+    config = resume_config(explicit) if explicit.get("resume") is not None else resolve_config(explicit)
+    check_flags_apply(config.algo, explicit)
+    return config
 
 
 def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], Path]:

@@ -3,17 +3,19 @@
     python benchmarks/bench_sb3.py                                    # every algorithm, the default budgets
     python benchmarks/bench_sb3.py --algos ppo auxppo --steps 50000
     python benchmarks/bench_sb3.py --steps 2000000 --offpolicy-steps 2000000 --seeds 1 2 3   # the full benchmark
+    python benchmarks/bench_sb3.py --algos sac td3 --offpolicy-minutes 30 --offpolicy-steps 100000   # PPO's wall time
 
 Each (algorithm, seed) trains through :func:`agents.sb3.train_sb3` (the code ``train_agent.py --algo NAME`` runs,
 with the algorithm's hyperparameter file in ``agents/sb3/hyperparams/``) for the same number of environment steps
 (off-policy algorithms get ``--offpolicy-steps``: their gradient steps make each environment step far dearer on a
-CPU), then its ``last.pt`` is scored on the test split by :func:`agents.sb3.evaluate_sb3_checkpoint` (what
-``evaluate.py`` runs). Writes, under ``--results`` with the ``--name`` prefix: ``<name>_bench.json`` (one row per
-run: algorithm, env, seed, environment steps, wall times, the three test errors and the validation curve),
-``<name>_table.md`` and ``<name>_curves.png`` (validation error against environment steps, every run in one figure).
-The JSON is rewritten after each run, so an interrupted benchmark keeps the runs it finished; ``--append`` adds
-more seeds (or algorithms) to an earlier invocation's file, refusing one made with other settings. Wall times depend on
-the machine and on whatever else runs on it.
+CPU; with ``--offpolicy-minutes`` they stop at that wall time instead, if it comes first: "as many steps as fit in
+the time an on-policy run took"), then its ``last.pt`` is scored on the test split by
+:func:`agents.sb3.evaluate_sb3_checkpoint` (what ``evaluate.py`` runs). Writes, under ``--results`` with the
+``--name`` prefix: ``<name>_bench.json`` (one row per run: algorithm, env, seed, environment steps, wall times, the
+three test errors and the validation curve), ``<name>_table.md`` and ``<name>_curves.png`` (validation error against
+environment steps, every run in one figure). The JSON is rewritten after each run, so an interrupted benchmark keeps
+the runs it finished; ``--append`` adds more seeds (or algorithms) to an earlier invocation's file, refusing one made
+with other settings. Wall times depend on the machine and on whatever else runs on it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=150_000, help="environment steps (on-policy and recurrent)")
     parser.add_argument("--offpolicy-steps", type=int, default=40_000, help="environment steps (SAC, TD3, ...)")
+    parser.add_argument(
+        "--offpolicy-minutes",
+        type=float,
+        default=None,
+        help="wall-time budget of each off-policy run (train_agent.py --time-limit): it stops at this time or at "
+        "--offpolicy-steps, whichever comes first (it evaluates every fifth of --offpolicy-steps and when it stops)",
+    )
     parser.add_argument("--n-envs", type=int, default=None, help="default: the hyperparameter file's n_envs")
     parser.add_argument("--glimpses", type=int, default=None, help="default: the env id's")
     parser.add_argument("--mc-samples", type=int, default=10)
@@ -86,6 +95,7 @@ SAME_BENCHMARK = (
     "hyperparams",
     "steps",
     "offpolicy_steps",
+    "offpolicy_minutes",
     "n_envs",
     "glimpses",
     "mc_samples",
@@ -122,6 +132,7 @@ def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
         overwrite=True,
         glimpses=args.glimpses,
         total_timesteps=args.offpolicy_steps if off_policy else args.steps,
+        time_limit=args.offpolicy_minutes if off_policy else None,
         n_envs=args.n_envs,
         hyperparams=args.hyperparams,
     )
@@ -141,6 +152,7 @@ def run_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
         "action_form": summary["action_form"],
         "observation_form": summary["observation_form"],
         "env_steps": summary["timesteps"],
+        "stopped": summary["stopped"],  # "time limit": --offpolicy-minutes ended it before its steps
         "train_seconds": round(train_time, 1),
         "eval_seconds": round(time.perf_counter() - start, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -65,5 +65,16 @@ def test_bench_sb3_append_adds_seeds_and_refuses_other_settings(tmp_path):
     assert len(json.loads((tmp_path / "a_bench.json").read_text())["rows"]) == 3  # the file is left as it was
 
 
+def test_bench_sb3_offpolicy_minutes_stop_the_offpolicy_runs_only(tmp_path):
+    """``--offpolicy-minutes``: an off-policy run stops at that wall time (before its steps), an on-policy one not."""
+    argv = ["--algos", "ppo", "sac", "--env-args", TINY_ENV_ARGS, "--steps", "48", "--offpolicy-steps", "400"]
+    argv += ["--offpolicy-minutes", "1e-6", "--n-envs", "4", "--glimpses", "2", "--mc-samples", "1"]
+    argv += ["--max-test-images", "8", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path), "--name", "t"]
+    assert bench_sb3.main([*argv, "--threads", "1"]) == 0
+    ppo, sac = json.loads((tmp_path / "t_bench.json").read_text())["rows"]
+    assert ppo["stopped"] is None and ppo["env_steps"] >= 48
+    assert sac["stopped"] == "time limit" and sac["env_steps"] == 4  # one vector step of 4 envs
+
+
 def _reject(constant: str):
     raise ValueError(f"not strict JSON: {constant}")

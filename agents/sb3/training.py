@@ -75,24 +75,50 @@ class _TqdmProgress(BaseCallback):
         self._bar.close()
 
 
-class _StopWhenRequested(BaseCallback):
-    """Ends ``learn`` at the next environment step once the :class:`~agents.runs.StopFlag` is set."""
+class _PeriodicCheckpoint(BaseCallback):
+    """Writes ``last.pt`` every ``every`` environment steps of this invocation (``--checkpoint-every``)."""
 
-    def __init__(self, stop: StopFlag):
+    def __init__(self, write, every: int):
         super().__init__()
-        self._stop = stop
+        self._write, self._every = write, every
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        self._next = self.model.num_timesteps + self._every
 
     def _on_step(self) -> bool:
-        return not self._stop.requested
+        if self.model.num_timesteps >= self._next:
+            self._write(self.model, "last.pt")
+            self._next = self.model.num_timesteps + self._every
+        return True
+
+
+class _StopWhen(BaseCallback):
+    """Ends ``learn`` at the next environment step once the :class:`~agents.runs.StopFlag` is set or the wall-clock
+    ``deadline`` (``time.perf_counter()`` seconds; ``None``: none) has passed; ``reason`` says which."""
+
+    def __init__(self, stop: StopFlag, deadline: float | None):
+        super().__init__()
+        self._stop, self._deadline = stop, deadline
+        self.reason: str | None = None
+
+    def _on_step(self) -> bool:
+        if self._stop.requested:
+            self.reason = "interrupted"
+        elif self._deadline is not None and time.perf_counter() > self._deadline:
+            self.reason = "time limit"
+        return self.reason is None
 
 
 def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
     """Train (or resume) an SB3 / sb3-contrib algorithm; returns the summary (also in ``summary.json``).
 
-    Writes ``config.json``, ``last.pt`` (after every evaluation and at the end), ``best.pt`` (highest validation
-    success rate of the deterministic policy), TensorBoard logs in ``tb/`` and ``summary.json`` in the run directory;
-    the checkpoints and the summary hold ``validation_curve``, ``[environment steps, validation success]`` after each
-    of the five evaluations.
+    Writes ``config.json``, ``last.pt`` (after every evaluation, every ``config.checkpoint_every`` environment steps
+    and at the end), ``best.pt`` (highest validation success rate of the deterministic policy), TensorBoard logs in
+    ``tb/`` and ``summary.json`` in the run directory; the checkpoints and the summary hold ``validation_curve``,
+    ``[environment steps, validation success]`` after each of the five evaluations. ``config.time_limit`` (minutes of
+    this invocation) ends training early, after one more evaluation, with ``summary["stopped"] == "time limit"``;
+    ``--resume`` goes on from there.
 
     :param config: with ``config.resume`` set, the resumed run's configuration (``agents.runs.resume_config``).
     :param stop: training ends (with ``last.pt`` written, raising :class:`TrainingInterrupted`) at the first
@@ -181,7 +207,13 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
             verbose=0,
         )
         evaluation.best_mean_reward = best
-        callbacks: list[BaseCallback] = [evaluation, _StopWhenRequested(stop)]
+        # The time limit counts this invocation's wall time (a resumed run gets the whole limit again), as the RAM
+        # trainer's does.
+        deadline = None if config.time_limit is None else start + 60 * config.time_limit
+        stopper = _StopWhen(stop, deadline)
+        callbacks: list[BaseCallback] = [evaluation, stopper]
+        if config.checkpoint_every is not None:
+            callbacks.append(_PeriodicCheckpoint(write, config.checkpoint_every))
         use_rich = importlib.util.find_spec("rich") is not None
         if progress and not use_rich:
             callbacks.append(_TqdmProgress())
@@ -194,6 +226,10 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
                 reset_num_timesteps=state is None,
                 progress_bar=progress and use_rich,
             )
+        if stopper.reason == "time limit" and (not curve or curve[-1][0] != model.num_timesteps):
+            # As the RAM trainer does: score the weights the run stops with (so best.pt exists and the curve ends here).
+            evaluation.n_calls = evaluation.eval_freq - 1  # on_step() counts this call, which then evaluates
+            evaluation.on_step()
         write(model, "last.pt")
         train_env.close()
         eval_env.close()
@@ -214,6 +250,7 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
             "requested_timesteps": config.total_timesteps,
             "wall_time": round(elapsed + time.perf_counter() - start, 2),
             "best_val_success": None if math.isinf(evaluation.best_mean_reward) else evaluation.best_mean_reward,
+            "stopped": stopper.reason,  # None: the budget was trained; "time limit": resume to go on
             "action_form": spec.action_form,
             "observation_form": spec.observation_form,
             "device": str(device),

@@ -64,6 +64,29 @@ def test_resume_refuses_flags_that_change_the_task_or_the_model(flag, tmp_path):
         config_from_command_line(["--resume", str(checkpoint), *flag])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--algo", "ppo", "--epochs", "5"], "--epochs: only for the RAM agent (--algo ram), not --algo ppo"),
+        (["--algo", "sac", "--batch-size", "64", "--location-std", "0.2"], "--batch-size, --location-std: only for"),
+        (["--total-timesteps", "1000"], "--total-timesteps: only for stable-baselines3 algorithms"),
+        (["--algo", "ram", "--n-envs", "8", "--hyperparams", "n_epochs=3"], "--n-envs, --hyperparams: only for"),
+    ],
+)
+def test_a_flag_the_algorithm_would_ignore_is_refused(argv, message, tmp_path, capsys):
+    """Before, ``--algo ppo --epochs 5`` trained PPO for its file's budget without a word."""
+    run = tmp_path / "run"
+    # Short runs on the tiny task, so that a lost refusal fails quickly (by training) instead of hanging.
+    short = ["--device", "cpu", "--time-limit", "0.0001", "--env-args", TINY]
+    assert train_agent.main([*argv, *short, "--output", str(run)]) == 2
+    assert message in capsys.readouterr().err and not run.exists()
+
+
+def test_flags_that_come_from_a_preset_are_not_refused():
+    config = config_from_command_line(["--preset", "mnist-6g", "--algo", "ppo"])  # the preset's epochs: not typed
+    assert config.algo == "ppo" and config.epochs == 200 and config.glimpses == 6
+
+
 def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
     run = tmp_path / "run"
     common = ["--env-args", TINY, "--device", "cpu", "--batch-size", "16", "--hidden-size", "32"]

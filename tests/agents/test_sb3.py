@@ -18,6 +18,7 @@ from stable_baselines3.common.env_checker import check_env
 
 import agents.sb3
 import agents.sb3.evaluation
+import agents.sb3.training
 import evaluate
 import train_agent
 from agents.checkpoint import load_checkpoint
@@ -172,6 +173,42 @@ def test_resume_continues_the_run(tmp_path):
     assert first < 400 <= resumed["num_timesteps"]
     assert agents.sb3.load_sb3_model(resumed).num_timesteps == resumed["num_timesteps"]
     assert train_agent.main(["--algo", "a2c", "--resume", str(run)]) == 2  # wrong algorithm
+
+
+# A short PPO on the tiny task (no data files): 4 envs, rollouts of 12 steps x 4 envs.
+TINY_PPO = ["--algo", "ppo", "--env-args", "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24", "--n-envs", "4"]
+TINY_PPO += ["--glimpses", "2", "--hyperparams", "n_steps=12,batch_size=24", "--device", "cpu"]
+
+
+def test_time_limit_stops_an_sb3_run_scores_it_and_resume_goes_on(tmp_path, capsys):
+    """``--time-limit`` was read by the RAM trainer alone: an SB3 run trained its whole budget regardless."""
+    run = tmp_path / "run"
+    argv = [*TINY_PPO, "--total-timesteps", "2000", "--time-limit", "1e-6", "--output", str(run)]
+    assert train_agent.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "stopped at the time limit; continue with: " in err and f"--resume {run / 'last.pt'}" in err
+    last = load_checkpoint(run / "last.pt")
+    assert json.loads((run / "summary.json").read_text())["stopped"] == "time limit"
+    assert last["num_timesteps"] == 4  # the deadline had passed at the first vector step (4 envs)
+    assert last["validation_curve"][-1][0] == 4 and (run / "best.pt").is_file()  # scored where it stopped
+    assert train_agent.main([*TINY_PPO, "--resume", str(run), "--total-timesteps", "48"]) == 0
+    resumed = load_checkpoint(run / "last.pt")
+    assert resumed["num_timesteps"] >= 48 and json.loads((run / "summary.json").read_text())["stopped"] is None
+
+
+def test_checkpoint_every_writes_last_pt_every_n_environment_steps(tmp_path, monkeypatch):
+    written = []
+    save = agents.sb3.training.save_checkpoint
+
+    def spy(payload, path):
+        written.append((path.name, payload["num_timesteps"]))
+        save(payload, path)
+
+    monkeypatch.setattr(agents.sb3.training, "save_checkpoint", spy)
+    argv = [*TINY_PPO, "--total-timesteps", "96", "--checkpoint-every", "8", "--output", str(tmp_path / "run")]
+    assert train_agent.main(argv) == 0
+    # The five evaluations write last.pt every 16 steps; the steps in between are --checkpoint-every's alone.
+    assert {8, 24, 40, 56, 72, 88} <= {steps for name, steps in written if name == "last.pt"}
 
 
 def test_unknown_algorithm_lists_the_valid_names(capsys):
