@@ -187,8 +187,10 @@ class TrainConfig:
 
 
 #: Flags that only the RAM agent's trainer reads, and flags that only the stable-baselines3 path reads (whose own
-#: learning rate, network sizes and budget come from agents/sb3/hyperparams/ and --hyperparams).
+#: learning rate, network sizes and budget come from agents/sb3/hyperparams/ and --hyperparams). A preset is a RAM
+#: recipe: with an SB3 algorithm its learning rate would silently replace the algorithm's file's.
 RAM_ONLY = (
+    "preset",
     "epochs",
     "batch_size",
     "mc_samples",
@@ -220,8 +222,9 @@ def check_flags_apply(algo: str, explicit: dict[str, Any]) -> None:
     if algo == "ram":
         raise UserError(f"{flags}: only for stable-baselines3 algorithms (--algo ppo, ...), not the RAM agent; drop it")
     raise UserError(
-        f"{flags}: only for the RAM agent (--algo ram), not --algo {algo}; drop it, and set {algo}'s own settings "
-        "with --total-timesteps, --n-envs or --hyperparams key=value (e.g. --hyperparams n_epochs=10)"
+        f"{flags}: only for the RAM agent (--algo ram), not --algo {algo}; drop it (--env and --glimpses name the "
+        f"task), and set {algo}'s own settings with --total-timesteps, --n-envs or --hyperparams key=value (e.g. "
+        "--hyperparams n_epochs=10)"
     )
 
 

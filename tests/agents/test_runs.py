@@ -82,9 +82,14 @@ def test_a_flag_the_algorithm_would_ignore_is_refused(argv, message, tmp_path, c
     assert message in capsys.readouterr().err and not run.exists()
 
 
-def test_flags_that_come_from_a_preset_are_not_refused():
-    config = config_from_command_line(["--preset", "mnist-6g", "--algo", "ppo"])  # the preset's epochs: not typed
-    assert config.algo == "ppo" and config.epochs == 200 and config.glimpses == 6
+def test_a_preset_is_refused_with_an_sb3_algorithm_and_resume_refuses_ram_flags(tmp_path):
+    # A *-gpu preset's learning rate (0.00283) replaced PPO's decaying lin_2e-3 without a word.
+    with pytest.raises(UserError, match="--preset: only for the RAM agent .*--env and --glimpses name the task"):
+        config_from_command_line(["--preset", "mnist-6g-gpu", "--algo", "ppo"])
+    sb3_run = _fake_run(tmp_path / "run", resolve_config({"algo": "ppo"}))  # its RAM defaults: not typed
+    assert config_from_command_line(["--resume", str(sb3_run)]).algo == "ppo"
+    with pytest.raises(UserError, match="--epochs: only for the RAM agent"):
+        config_from_command_line(["--resume", str(sb3_run), "--epochs", "3"])
 
 
 def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
