@@ -215,6 +215,8 @@ SB3_ONLY = ("total_timesteps", "n_envs", "hyperparams")
 
 def check_flags_apply(algo: str, explicit: dict[str, Any]) -> None:
     """Refuses a flag typed on the command line (``explicit``) that ``--algo algo`` would silently ignore."""
+    if algo.lower().replace("-", "").replace("_", "") not in ALGO_NAMES:
+        return  # an unknown algorithm: its own error (with the valid names) comes when it is looked up
     unused = [name for name in (SB3_ONLY if algo == "ram" else RAM_ONLY) if name in explicit]
     if not unused:
         return
