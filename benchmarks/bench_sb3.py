@@ -194,7 +194,8 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['algo']} | {r['seed']} | {r['action_form']} | {r['observation_form']} | {r['env_steps']:,} | "
+            f"| {r['algo']} | {r['seed']} | {r['action_form']} | {r['observation_form']} | {r['env_steps']:,}"
+            f"{' (time limit)' if r.get('stopped') == 'time limit' else ''} | "
             f"{r['train_seconds']:.0f} | {r['error_sampled']:.2f} | {r['error_mean_location']:.2f} | "
             f"{r['error_monte_carlo']:.2f} |"
         )

@@ -74,6 +74,7 @@ def test_bench_sb3_offpolicy_minutes_stop_the_offpolicy_runs_only(tmp_path):
     ppo, sac = json.loads((tmp_path / "t_bench.json").read_text())["rows"]
     assert ppo["stopped"] is None and ppo["env_steps"] >= 48
     assert sac["stopped"] == "time limit" and sac["env_steps"] == 4  # one vector step of 4 envs
+    assert "| sac | 1 | box | history | 4 (time limit) |" in (tmp_path / "t_table.md").read_text()
 
 
 def _reject(constant: str):
