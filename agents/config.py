@@ -215,13 +215,14 @@ SB3_ONLY = ("total_timesteps", "n_envs", "hyperparams")
 
 def check_flags_apply(algo: str, explicit: dict[str, Any]) -> None:
     """Refuses a flag typed on the command line (``explicit``) that ``--algo algo`` would silently ignore."""
-    if algo.lower().replace("-", "").replace("_", "") not in ALGO_NAMES:
+    name = algo.lower().replace("-", "").replace("_", "")  # as agents.sb3.algorithm_spec reads it
+    if name not in ALGO_NAMES:
         return  # an unknown algorithm: its own error (with the valid names) comes when it is looked up
-    unused = [name for name in (SB3_ONLY if algo == "ram" else RAM_ONLY) if name in explicit]
+    unused = [field for field in (SB3_ONLY if name == "ram" else RAM_ONLY) if field in explicit]
     if not unused:
         return
-    flags = ", ".join(f"--{_flag(name)}" for name in unused)
-    if algo == "ram":
+    flags = ", ".join(f"--{_flag(field)}" for field in unused)
+    if name == "ram":
         raise UserError(f"{flags}: only for stable-baselines3 algorithms (--algo ppo, ...), not the RAM agent; drop it")
     raise UserError(
         f"{flags}: only for the RAM agent (--algo ram), not --algo {algo}; drop it (--env and --glimpses name the "
