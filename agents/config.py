@@ -213,9 +213,15 @@ RAM_ONLY = (
 SB3_ONLY = ("total_timesteps", "n_envs", "hyperparams")
 
 
+def canonical_algo(name: str) -> str:
+    """``--algo`` as the project reads it: case-insensitive, ``-`` and ``_`` ignored (``Recurrent-PPO`` ->
+    ``recurrentppo``)."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
 def check_flags_apply(algo: str, explicit: dict[str, Any]) -> None:
     """Refuses a flag typed on the command line (``explicit``) that ``--algo algo`` would silently ignore."""
-    name = algo.lower().replace("-", "").replace("_", "")  # as agents.sb3.algorithm_spec reads it
+    name = canonical_algo(algo)
     if name not in ALGO_NAMES:
         return  # an unknown algorithm: its own error (with the valid names) comes when it is looked up
     unused = [field for field in (SB3_ONLY if name == "ram" else RAM_ONLY) if field in explicit]

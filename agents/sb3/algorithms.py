@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from agents.config import TrainConfig, UserError
+from agents.config import TrainConfig, UserError, canonical_algo
 from agents.sb3.hyperparams import load_hyperparams, parse_hyperparams, resolve_hyperparams
 from ram_env.sb3 import SB3VecEnvAdapter
 from ram_env.vector import GlimpseVectorEnv
@@ -50,7 +50,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 
 def algorithm_spec(name: str) -> tuple[str, AlgorithmSpec]:
     """The canonical name and spec of ``name`` (case-insensitive; ``-`` and ``_`` ignored)."""
-    key = name.lower().replace("-", "").replace("_", "")
+    key = canonical_algo(name)
     if key not in ALGORITHMS:
         raise UserError(f"unknown algorithm {name!r}; choose ram or one of: {', '.join(ALGORITHMS)}")
     return key, ALGORITHMS[key]
