@@ -20,6 +20,8 @@ from agents.config import UserError
 
 FORMAT = "ram-attention-checkpoint"
 VERSION = 1
+#: Checkpoint keys that only resuming needs: a shipped copy (``agents.manifest``) leaves them out.
+RESUME_ONLY_KEYS = ("optimizer", "scheduler")
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:

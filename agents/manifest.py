@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import RESUME_ONLY_KEYS, load_checkpoint, save_checkpoint
 from agents.config import UserError
 from agents.runs import REPO_ROOT, cpu_model
 from agents.threads import torch_threads
@@ -107,8 +107,6 @@ TRAINING_FIELDS: dict[str, tuple[type, ...]] = {
     "episodes_seen": (int, type(None)),
 }
 ERROR_KEYS = ("error_sampled", "error_mean_location", "error_monte_carlo")
-#: Checkpoint keys left out of a shipped copy (only needed to resume training).
-RESUME_ONLY_KEYS = ("optimizer", "scheduler")
 
 
 # ------------------------------------------------------------------------------------------------------ provenance

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import ram_env
-from agents.checkpoint import load_checkpoint
+from agents.checkpoint import RESUME_ONLY_KEYS, load_checkpoint, resolve_checkpoint_path
 from agents.config import (
     TrainConfig,
     UserError,
@@ -222,10 +222,15 @@ def config_from_command_line(argv: list[str] | None = None) -> TrainConfig | Non
 def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], Path]:
     """Load the checkpoint named by ``config.resume`` and check that ``config`` can continue it.
 
+    Refused before anything is written: a checkpoint of another algorithm, a change to the task or the model, a
+    shipped copy without the optimizer state (``checkpoints/*.pt``), and a checkpoint older than its run's
+    ``last.pt`` (training on from ``best.pt`` would overwrite the newer ``last.pt``, ``best.pt`` and history).
+
     :return: the checkpoint and its run directory.
     """
     assert config.resume is not None
-    state = load_checkpoint(config.resume)
+    path = resolve_checkpoint_path(config.resume)
+    state = load_checkpoint(path)
     if state["algo"] != algo:
         raise UserError(f"{config.resume} is a {state['algo']} checkpoint; resume it with --algo {state['algo']}")
     saved = state["config"]
@@ -235,8 +240,67 @@ def load_resume_state(config: TrainConfig, algo: str) -> tuple[dict[str, Any], P
                 f"--{name.replace('_', '-')} {getattr(config, name)} conflicts with the checkpoint's "
                 f"{saved[name]!r}; drop it to resume"
             )
-    run_dir = Path(config.resume)
-    return state, run_dir if run_dir.is_dir() else run_dir.parent
+    needed = RESUME_ONLY_KEYS if algo == "ram" else ("sb3_model",)
+    if "stripped" in state or any(key not in state for key in needed):
+        raise UserError(
+            f"{path} holds the weights without the optimizer state (a shipped copy for evaluate.py), so it cannot be "
+            "resumed; resume the run directory it was trained in (its last.pt), or train a new run"
+        )
+    run_dir = path.parent
+    last = run_dir / "last.pt"
+    if path.name != "last.pt" and last.is_file():
+        newer = load_checkpoint(last)
+        if training_progress(newer) > training_progress(state):
+            raise UserError(
+                f"{path} is at {_progress_text(state)} but {last} of the same run is at {_progress_text(newer)}: "
+                f"training on from the older one would overwrite the newer files; resume the run (--resume "
+                f"{run_dir}), or copy {path.name} into a new directory to train a branch from it"
+            )
+    return state, run_dir
+
+
+def training_progress(state: dict[str, Any]) -> int:
+    """How far a checkpoint's run has trained: updates (RAM agent) or environment steps (stable-baselines3)."""
+    return int(state.get("global_step", state.get("num_timesteps", 0)))
+
+
+def _progress_text(state: dict[str, Any]) -> str:
+    if "global_step" in state:
+        return f"update {state['global_step']}"
+    return f"environment step {state.get('num_timesteps', 0)}"
+
+
+def finished_run(config: TrainConfig) -> dict[str, Any] | None:
+    """For ``--resume`` of a run that has trained its whole budget: its summary, with a message that says how to train
+    it further; no file is touched. None when there is something to train (or nothing is resumed).
+
+    The budget is ``config.epochs`` (RAM agent) or ``config.total_timesteps`` (stable-baselines3), so a larger value
+    given with ``--resume`` trains on. Before, a finished run was "resumed" without a word and its ``config.json``,
+    ``summary.json``, ``history.jsonl`` and ``last.pt`` were rewritten.
+    """
+    if config.resume is None:
+        return None
+    state = load_checkpoint(config.resume)
+    if "stripped" in state:
+        return None  # not resumable: load_resume_state says why
+    if "global_step" in state:
+        done, goal = state.get("epoch", 0) >= config.epochs, f"{config.epochs} epochs (--epochs)"
+    else:
+        total = config.total_timesteps
+        done = total is not None and state.get("num_timesteps", 0) >= total
+        goal = f"{total} environment steps (--total-timesteps)"
+    if not done:
+        return None
+    run_dir = resolve_checkpoint_path(config.resume).parent
+    print(
+        f"{run_dir} has already trained its {goal}: nothing to train, no file written; to train it further, resume "
+        "it with a larger value of that flag",
+        file=sys.stderr,
+    )
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {"run_dir": str(run_dir), "stopped": None}
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -52,6 +52,7 @@ from agents.runs import (
     StopFlag,
     default_run_dir,
     env_kwargs_for,
+    finished_run,
     finite,
     load_resume_state,
     prepare_run_dir,
@@ -458,7 +459,13 @@ class RAMTrainer:
 
 
 def train(config: TrainConfig, *, progress: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
-    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``). See :class:`RAMTrainer`."""
+    """Train (or resume) a RAM agent; returns the final summary (also in ``summary.json``). See :class:`RAMTrainer`.
+
+    Resuming a run that has trained all its epochs changes nothing and returns its summary (:func:`finished_run`).
+    """
+    finished = finished_run(config)
+    if finished is not None:
+        return finished
     return RAMTrainer(config, progress=progress, stop=stop).run()
 
 

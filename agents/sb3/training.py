@@ -23,6 +23,7 @@ from agents.runs import (
     StopFlag,
     default_run_dir,
     env_kwargs_for,
+    finished_run,
     load_resume_state,
     prepare_run_dir,
     resolve_device,
@@ -118,13 +119,16 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
     ``tb/`` and ``summary.json`` in the run directory; the checkpoints and the summary hold ``validation_curve``,
     ``[environment steps, validation success]`` after each of the five evaluations. ``config.time_limit`` (minutes of
     this invocation) ends training early, after one more evaluation, with ``summary["stopped"] == "time limit"``;
-    ``--resume`` goes on from there.
+    ``--resume`` goes on from there; resuming a run that has trained its whole budget changes nothing.
 
     :param config: with ``config.resume`` set, the resumed run's configuration (``agents.runs.resume_config``).
     :param stop: training ends (with ``last.pt`` written, raising :class:`TrainingInterrupted`) at the first
         environment step after ``stop.requested`` turns true.
     """
     name, spec = algorithm_spec(config.algo)
+    finished = finished_run(config)  # a resumed run that has trained its whole budget is left as it is
+    if finished is not None:
+        return finished
     stop = stop or StopFlag()
     state: dict[str, Any] | None = None
     curve: list[list[float]] = []  # [environment steps, validation success] after each evaluation

@@ -102,6 +102,41 @@ def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
     assert _strict_json(run / "summary.json")["epochs"] == 3
 
 
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_run_changes_nothing_and_a_larger_budget_trains_on(tmp_path, tiny_run_config, capsys):
+    """Before, ``--resume`` of a finished run rewrote its config.json, history, summary and last.pt without a word."""
+    run = tmp_path / "run"
+    first = train(tiny_run_config(run, epochs=1), progress=False)
+    before = _snapshot(run)
+    assert train_agent.main(["--resume", str(run)]) == 0
+    assert "has already trained its 1 epochs (--epochs): nothing to train" in capsys.readouterr().err
+    assert _snapshot(run) == before
+    assert train_agent.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2 > first["epochs"]
+
+
+def test_a_shipped_copy_or_an_older_checkpoint_is_refused_before_anything_is_written(tmp_path, tiny_run_config):
+    from agents.manifest import ship_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epochs=1), progress=False)
+    shipped = tmp_path / "shipped" / "agent.pt"
+    ship_checkpoint(run / "last.pt", shipped)
+    with pytest.raises(UserError, match="without the optimizer state .* cannot be resumed"):
+        train(tiny_run_config(run, resume=str(shipped), epochs=3), progress=False)
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["agent.pt"]  # it once wrote history.jsonl here
+    # A best.pt older than its run's last.pt: training on from it would overwrite the newer files.
+    state = load_checkpoint(run / "last.pt")
+    save_checkpoint({**state, "global_step": state["global_step"] - 1, "epoch": 0}, run / "best.pt")
+    before = _snapshot(run)
+    with pytest.raises(UserError, match=f"best.pt is at update .* but {run / 'last.pt'} .* is at update"):
+        train(tiny_run_config(run, resume=str(run / "best.pt"), epochs=3), progress=False)
+    assert _snapshot(run) == before
+
+
 # ------------------------------------------------------------------------------------------------ early stops
 
 
@@ -164,6 +199,6 @@ def test_a_second_live_writer_of_a_run_directory_is_refused(tmp_path, tiny_run_c
         flags = ["--env-args", TINY, "--device", "cpu", "--batch-size", "16", "--epochs", "1", "--output", str(run)]
         assert train_agent.main([*flags, "--overwrite"]) == 2
         assert "being written by a live run" in capsys.readouterr().err
-        assert train_agent.main(["--resume", str(run)]) == 2
+        assert train_agent.main(["--resume", str(run), "--epochs", "2"]) == 2  # something to train: refused
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
     RAMTrainer(tiny_run_config(run, epochs=1, overwrite=True), progress=False).run()  # free again once released

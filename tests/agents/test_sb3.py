@@ -194,6 +194,11 @@ def test_time_limit_stops_an_sb3_run_scores_it_and_resume_goes_on(tmp_path, caps
     assert train_agent.main([*TINY_PPO, "--resume", str(run), "--total-timesteps", "48"]) == 0
     resumed = load_checkpoint(run / "last.pt")
     assert resumed["num_timesteps"] >= 48 and json.loads((run / "summary.json").read_text())["stopped"] is None
+    # Its budget trained, a further resume changes nothing (it rewrote last.pt, config.json and summary.json).
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert train_agent.main([*TINY_PPO, "--resume", str(run), "--total-timesteps", "48"]) == 0
+    assert "already trained its 48 environment steps (--total-timesteps)" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
 
 
 def test_checkpoint_every_writes_last_pt_every_n_environment_steps(tmp_path, monkeypatch):
