@@ -277,3 +277,24 @@ def make_report(payload: dict, result: EvaluationResult, split: str, n_classes: 
         "per_class_error_monte_carlo": result.per_class_error(n_classes, "monte_carlo"),
         "checkpoint_epoch": payload.get("epoch"),
     }
+
+
+def distance_to_object(result: EvaluationResult, task: Task) -> np.ndarray:
+    """How far each mean-location glimpse lands from the object: ``(images, T)`` pixel distances.
+
+    The distance from a glimpse's centre to the centre of the example's image on its canvas (where the translated or
+    cluttered task put the digit), as the larger of the horizontal and vertical offsets, so a distance of at most
+    ``g / 2`` puts that centre inside the first, full-resolution ``g x g`` patch. Needs the fixed canvases of a
+    validation or test split (the ones :func:`evaluate_policy` scores), since a training canvas is drawn anew.
+
+    :param result: an evaluation of ``task``'s split (its ``locations`` are the mean-location paths, in split order).
+    """
+    if not task.config.is_ordered:
+        raise ValueError("distance_to_object needs the fixed canvases of a validation or test split, not train")
+    layout = task.fixed_layout
+    centre = np.asarray(layout.position[: result.images], dtype=np.float64) + np.array(
+        [task.image_w / 2.0, task.image_h / 2.0]
+    )  # (images, 2): the image's centre (x, y) on the canvas, in pixels
+    extent = np.array([task.canvas_w, task.canvas_h], dtype=np.float64)
+    glimpse = (result.locations.astype(np.float64) + 1.0) / 2.0 * extent  # (images, T, 2), as the sensor maps them
+    return np.abs(glimpse - centre[:, None, :]).max(axis=2)

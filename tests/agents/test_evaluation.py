@@ -4,6 +4,7 @@ class distributions or votes, identical figures for the RAM agent through its po
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from agents.evaluation import Decision, evaluate_policy
@@ -106,3 +107,39 @@ def test_default_batch_keeps_1000_images_on_cpu_and_fills_a_gpu_batch_per_pass()
     default = evaluate_policy(_SplitVotePolicy(True), TINY, mc_samples=3)
     explicit = evaluate_policy(_SplitVotePolicy(True), TINY, mc_samples=3, batch_images=1000)
     assert default.error_sampled == explicit.error_sampled and (default.labels == explicit.labels).all()
+
+
+class _FixedLookPolicy:
+    """Looks at one fixed location after the first glimpse, names class 0."""
+
+    class_distribution = True
+
+    def __init__(self, location: tuple[float, float]) -> None:
+        self.location = torch.tensor(location)
+
+    def initial_state(self, n, device):
+        return None
+
+    def act(self, obs, state, *, last, deterministic, generator):
+        n = obs["location"].shape[0]
+        probs = torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), 4).float() if last else None
+        return Decision(location=self.location.expand(n, 2), probs=probs), state
+
+
+def test_distance_to_object_measures_from_each_images_own_digit():
+    from agents.evaluation import distance_to_object
+    from ram_env.task import Task, TaskConfig
+
+    result = evaluate_policy(_FixedLookPolicy((0.5, -0.5)), TINY, mc_samples=1, seed=0)
+    task = Task(TaskConfig.from_kwargs(**{**TINY, "ordered": True}))
+    distances = distance_to_object(result, task)
+    assert distances.shape == (result.images, 3)
+    # (0.5, -0.5) on a 24-pixel canvas is pixel (18, 6); the digit's centre is its top-left corner + half its size.
+    position = np.asarray(task.fixed_layout.position, dtype=np.float64)  # (images, 2) top-left (x, y)
+    centre_x, centre_y = position[:, 0] + task.image_w / 2, position[:, 1] + task.image_h / 2
+    expected = np.maximum(np.abs(18.0 - centre_x), np.abs(6.0 - centre_y))
+    assert len(set(expected.round(3))) > 3  # the canvases differ, so a shifted or swapped layout shows
+    np.testing.assert_allclose(distances[:, 1], expected, atol=1e-4)
+    np.testing.assert_allclose(distances[:, 2], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="validation or test split"):
+        distance_to_object(result, Task(TaskConfig.from_kwargs(**{**TINY, "split": "train"})))
