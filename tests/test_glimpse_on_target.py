@@ -19,5 +19,6 @@ def test_shares_count_steps_after_the_first_and_split_right_from_wrong():
     correct = np.array([True, True, False, False])
     report = summarise(distances, correct, radius=6.0)
     assert report["on_target_right"] == [1.0, 0.0, 0.5] and report["on_target_wrong"] == [0.0, 0.5, 0.0]
-    assert report["ever_on_target"] == 0.5 and report["ever_on_target_right"] == 0.5 and report["ever_on_target_wrong"] == 0.5
+    assert report["ever_on_target"] == 0.5
+    assert report["ever_on_target_right"] == 0.5 and report["ever_on_target_wrong"] == 0.5
     assert report["error_if_ever_on_target"] == 0.5 and report["error_if_never_on_target"] == 0.5
