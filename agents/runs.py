@@ -284,17 +284,16 @@ def finished_run(config: TrainConfig) -> dict[str, Any] | None:
     if "stripped" in state:
         return None  # not resumable: load_resume_state says why
     if "global_step" in state:
-        done, goal = state.get("epoch", 0) >= config.epochs, f"{config.epochs} epochs (--epochs)"
+        done, flag, budget = state.get("epoch", 0) >= config.epochs, "--epochs", config.epochs
     else:
-        total = config.total_timesteps
-        done = total is not None and state.get("num_timesteps", 0) >= total
-        goal = f"{total} environment steps (--total-timesteps)"
+        flag, budget = "--total-timesteps", config.total_timesteps
+        done = budget is not None and state.get("num_timesteps", 0) >= budget
     if not done:
         return None
     run_dir = resolve_checkpoint_path(config.resume).parent
     print(
-        f"{run_dir} has already trained its {goal}: nothing to train, no file written; to train it further, resume "
-        "it with a larger value of that flag",
+        f"{run_dir} has already trained its whole budget ({flag} {budget}): nothing to train, no file written; to "
+        f"train it further, resume it with a larger {flag}",
         file=sys.stderr,
     )
     try:

@@ -112,7 +112,7 @@ def test_resuming_a_finished_run_changes_nothing_and_a_larger_budget_trains_on(t
     first = train(tiny_run_config(run, epochs=1), progress=False)
     before = _snapshot(run)
     assert train_agent.main(["--resume", str(run)]) == 0
-    assert "has already trained its 1 epochs (--epochs): nothing to train" in capsys.readouterr().err
+    assert "has already trained its whole budget (--epochs 1): nothing to train" in capsys.readouterr().err
     assert _snapshot(run) == before
     assert train_agent.main(["--resume", str(run), "--epochs", "2"]) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 2 > first["epochs"]

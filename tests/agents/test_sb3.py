@@ -197,7 +197,7 @@ def test_time_limit_stops_an_sb3_run_scores_it_and_resume_goes_on(tmp_path, caps
     # Its budget trained, a further resume changes nothing (it rewrote last.pt, config.json and summary.json).
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert train_agent.main([*TINY_PPO, "--resume", str(run), "--total-timesteps", "48"]) == 0
-    assert "already trained its 48 environment steps (--total-timesteps)" in capsys.readouterr().err
+    assert "already trained its whole budget (--total-timesteps 48)" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
 
 
