@@ -34,6 +34,7 @@ import torch
 import ram_env
 from agents.checkpoint import RESUME_ONLY_KEYS, load_checkpoint, resolve_checkpoint_path
 from agents.config import (
+    ALGO_NAMES,
     TrainConfig,
     UserError,
     check_flags_apply,
@@ -183,6 +184,11 @@ def resume_config(explicit: dict[str, Any]) -> TrainConfig:
     """
     path = explicit["resume"]
     state = load_checkpoint(path)
+    if state["algo"] not in ALGO_NAMES:
+        raise UserError(
+            f"{path} is a {state['algo']} control model (benchmarks/train_controls.py), which train_agent.py does not "
+            "train; train a new one with benchmarks/train_controls.py"
+        )
     saved = {k: v for k, v in state["config"].items() if k not in PER_INVOCATION}
     changed, invocation = {}, {k: v for k, v in explicit.items() if k in PER_INVOCATION}
     for name, value in explicit.items():

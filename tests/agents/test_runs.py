@@ -57,6 +57,18 @@ def test_resume_applies_only_the_flags_given_and_says_so(tmp_path, capsys):
     assert "epochs = 300 (the run had 200)" in err and "time_limit" not in err  # a setting of this invocation
 
 
+def test_resuming_a_control_model_says_it_is_not_a_train_agent_run(tmp_path):
+    """Before, a control checkpoint (benchmarks/train_controls.py) was refused as 'a configuration this version
+    cannot read', which sent users looking for a version mismatch."""
+    from agents.controls import ControlConfig
+
+    path = tmp_path / "mnist-conv.pt"
+    config = dataclasses.asdict(ControlConfig(model="conv"))
+    save_checkpoint({"algo": "conv", "env_id": "RAM/MNIST-v0", "env_kwargs": {}, "config": config}, path)
+    with pytest.raises(UserError, match="is a conv control model .* train a new one with benchmarks/train_controls"):
+        config_from_command_line(["--resume", str(path)])
+
+
 @pytest.mark.parametrize("flag", [["--core", "lstm"], ["--glimpses", "4"], ["--preset", "mnist-4g"]])
 def test_resume_refuses_flags_that_change_the_task_or_the_model(flag, tmp_path):
     checkpoint = _fake_run(tmp_path / "run", resolve_config({"preset": "mnist-6g"}))
