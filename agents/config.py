@@ -103,6 +103,10 @@ class TrainConfig:
         "linear learning-rate warmup: update i (0-based) runs at (i + 1) / N of the scheduled rate for the first N "
         "updates (0 = none; e.g. with a large batch and a scaled-up --learning-rate)",
     )
+    weight_decay: float = _f(
+        0.0,
+        "decoupled weight decay (AdamW's): each update shrinks the weights by learning rate x this (0 = plain Adam)",
+    )
     max_grad_norm: float = _f(5.0, "gradient clipping norm")
     precision: str = _f(
         "fp32",
@@ -172,6 +176,8 @@ class TrainConfig:
             raise UserError(f"--epoch-images must be >= 1, got {self.epoch_images}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise UserError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
+        if not self.weight_decay >= 0:
+            raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.warmup_updates < 0:
             raise UserError(f"--warmup-updates must be >= 0, got {self.warmup_updates}")
         if self.validate_every_seconds is not None and not self.validate_every_seconds > 0:
@@ -197,6 +203,7 @@ RAM_ONLY = (
     "lr_decay",
     "lr_decay_steps",
     "warmup_updates",
+    "weight_decay",
     "max_grad_norm",
     "precision",
     "cuda_graph",

@@ -184,7 +184,13 @@ class RAMTrainer:
         self.agent: nn.Module = Rollout(self.model)
         if ddp.world > 1:
             self.agent = DistributedDataParallel(self.agent)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, fused=True)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            decoupled_weight_decay=True,
+            fused=True,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.global_step, self.history, self.best_val, elapsed = 0, [], math.inf, 0.0
         self.provenance = provenance(device)
@@ -192,6 +198,7 @@ class RAMTrainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self._apply_optimizer_settings()
             self.global_step, self.history = state["global_step"], state["history"]
             self.best_val, elapsed = state["best_val"], state["wall_time"]
             # Every session of a run that trained a checkpoint, oldest first.
@@ -213,6 +220,19 @@ class RAMTrainer:
             self.writer.add_text("config", json.dumps(dataclasses.asdict(config), indent=2))
         self.start = time.perf_counter() - elapsed  # the run's wall clock, counting earlier sessions
         self.last_validation = time.perf_counter()  # for config.validate_every_seconds
+
+    def _apply_optimizer_settings(self) -> None:
+        """After loading a checkpoint's optimizer and scheduler: this run's learning rate, schedule and weight decay.
+
+        ``load_state_dict`` restores the saved ones, so a ``--learning-rate`` or ``--weight-decay`` given with
+        ``--resume`` (reported as applied) was ignored, and a changed ``--lr-decay`` took effect one update late.
+        """
+        config, groups = self.config, self.optimizer.param_groups
+        self.scheduler.base_lrs = [config.learning_rate] * len(groups)
+        for group in groups:
+            group["initial_lr"] = config.learning_rate
+            group["lr"] = config.learning_rate * lr_factor(self.scheduler.last_epoch, config)
+            group["weight_decay"] = config.weight_decay
 
     def close(self) -> None:
         """Release the run directory (its lock and TensorBoard writer) without training further."""

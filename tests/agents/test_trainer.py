@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -61,7 +62,38 @@ def test_trainer_follows_the_warmup(tmp_path, tiny_run_config):
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 4 / 8, rel=1e-12)
 
 
-@pytest.mark.parametrize("field, value", [("warmup_updates", -1), ("validate_every_seconds", 0.0)])
+def test_resume_applies_a_new_learning_rate_schedule_and_weight_decay(tmp_path, tiny_run_config):
+    """Before, the optimizer's saved state overrode ``--learning-rate`` given with ``--resume`` (which was reported as
+    applied and written to config.json) and a changed decay took effect one update late."""
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epoch_images=2 * 16, learning_rate=1e-3, lr_decay=0.5, lr_decay_steps=2), progress=False)
+    resumed = tiny_run_config(
+        run, resume=str(run), epochs=2, learning_rate=4e-4, lr_decay=0.25, lr_decay_steps=2, weight_decay=0.1
+    )
+    train(dataclasses.replace(resumed, epoch_images=2 * 16), progress=False)
+    group = load_checkpoint(run / "last.pt")["optimizer"]["param_groups"][0]
+    # After updates 0-3 the next one (update 4) runs at the new base rate times the new decay, twice.
+    assert group["lr"] == pytest.approx(4e-4 * 0.25**2, rel=1e-12)
+    assert group["initial_lr"] == 4e-4 and group["weight_decay"] == 0.1
+
+
+def test_weight_decay_is_decoupled(tmp_path, tiny_run_config):
+    """One update with decoupled weight decay ``wd`` at rate ``lr`` ends ``lr * wd * w`` below the same update without
+    it (coupled L2 would go through Adam's normalisation and differ by far more)."""
+    weights = {}
+    for wd in (0.0, 0.5):
+        train(
+            tiny_run_config(tmp_path / f"wd{wd}", epoch_images=16, learning_rate=1e-3, weight_decay=wd), progress=False
+        )
+        weights[wd] = load_checkpoint(tmp_path / f"wd{wd}" / "last.pt")["model"]
+    for name, plain in weights[0.0].items():
+        torch.testing.assert_close(weights[0.5][name] - plain, -1e-3 * 0.5 * plain, atol=1e-6, rtol=0)
+    assert any(plain.abs().max() > 0.1 for plain in weights[0.0].values())  # the shrink is large enough to see
+
+
+@pytest.mark.parametrize(
+    "field, value", [("warmup_updates", -1), ("validate_every_seconds", 0.0), ("weight_decay", -0.1)]
+)
 def test_bad_warmup_or_validation_interval_is_a_user_error(field, value):
     from agents.config import UserError
 
