@@ -272,7 +272,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     **{f"translated60-{n}g": _preset("RAM/TranslatedMNIST60-v0", n, epochs=200) for n in (4, 6, 8)},
     **{f"cluttered60-{n}g": _preset("RAM/ClutteredMNIST60-v0", n, epochs=300) for n in (4, 6, 8)},
     **{f"cluttered100-{n}g": _preset("RAM/ClutteredMNIST100-v0", n, epochs=300) for n in (4, 6, 8)},
-    "omniglot-6g": _preset("RAM/Omniglot-v0", 6, core="lstm", epochs=100),
+    # Weight decay 0.1: test error 27.58 % with mean locations against 29.84 % without, which overfit the 15 training
+    # drawings per character (seed 1, README "Omniglot").
+    "omniglot-6g": _preset("RAM/Omniglot-v0", 6, core="lstm", epochs=100, weight_decay=0.1),
     # The seed implementation's CIFAR-10 setting: 4 glimpses of 8 x 8, LSTM core, convolutional glimpse network.
     "cifar10-4g": _preset("RAM/CIFAR10-v0", 4, core="lstm", conv_glimpse=True, epochs=100),
 }
@@ -287,7 +289,8 @@ def large_batch(recipe: dict[str, Any], batch_size: int = GPU_BATCH) -> dict[str
     """The large-batch rule: ``recipe`` (a preset, made for batch 128) at ``batch_size`` episodes per update.
 
     With ``k = batch_size / 128``: the learning rate grows with ``sqrt(k)`` (square-root scaling), the staircase decay
-    comes every ``lr_decay_steps / k`` updates (so the rate against images seen is the recipe's), and the first
+    comes every ``lr_decay_steps / k`` updates (so the rate against images seen is the recipe's), a weight decay grows
+    with ``sqrt(k)`` too (so the shrink ``learning rate x weight decay`` per image seen is the recipe's), and the first
     :data:`GPU_WARMUP_UPDATES` updates warm the rate up linearly. Epochs are the recipe's.
     """
     defaults = TrainConfig()
@@ -300,6 +303,7 @@ def large_batch(recipe: dict[str, Any], batch_size: int = GPU_BATCH) -> dict[str
         "learning_rate": float(f"{learning_rate:.3g}"),
         "lr_decay_steps": decay_steps,
         "warmup_updates": GPU_WARMUP_UPDATES,
+        **({"weight_decay": float(f"{recipe['weight_decay'] * math.sqrt(k):.3g}")} if "weight_decay" in recipe else {}),
     }
 
 

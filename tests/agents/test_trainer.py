@@ -219,7 +219,10 @@ def test_gpu_preset_follows_the_large_batch_rule(base):
     for images in (GPU_WARMUP_UPDATES * GPU_BATCH, 640_000, 5_000_000, 40_000_000):
         assert lr_factor(images // GPU_BATCH, gpu) == pytest.approx(lr_factor(images // cpu.batch_size, cpu))
     assert lr_factor(0, gpu) == pytest.approx(1 / GPU_WARMUP_UPDATES)
-    rule = {"preset", "batch_size", "learning_rate", "lr_decay_steps", "warmup_updates"}
+    # Decoupled weight decay shrinks the weights by learning rate x weight decay per update: the same per image seen.
+    shrink = gpu.learning_rate * gpu.weight_decay / (cpu.learning_rate * cpu.weight_decay or 1)
+    assert shrink == pytest.approx(k if cpu.weight_decay else 0, rel=3e-3)  # both rounded to 3 digits
+    rule = {"preset", "batch_size", "learning_rate", "lr_decay_steps", "warmup_updates", "weight_decay"}
     assert {k: v for k, v in dataclasses.asdict(gpu).items() if k not in rule} == {
         k: v for k, v in dataclasses.asdict(cpu).items() if k not in rule
     }
