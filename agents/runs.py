@@ -289,6 +289,7 @@ def finished_run(config: TrainConfig) -> dict[str, Any] | None:
     state = load_checkpoint(config.resume)
     if "stripped" in state:
         return None  # not resumable: load_resume_state says why
+    budget: int | None
     if "global_step" in state:
         done, flag, budget = state.get("epoch", 0) >= config.epochs, "--epochs", config.epochs
     else:
