@@ -48,7 +48,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
 from agents.runs import hardware_name
-from benchmarks.bench_train import bench
+
+try:
+    from benchmarks.bench_train import bench
+except ModuleNotFoundError:  # run as ``python benchmarks/bench_peer.py``: its own folder is on the path, not the root
+    from bench_train import bench  # type: ignore[no-redef]
 from ram_env.datasets import load_dataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the peer's transforms.Normalize((0.1307,), (0.3081,))
