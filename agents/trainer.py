@@ -233,6 +233,7 @@ class RAMTrainer:
             group["initial_lr"] = config.learning_rate
             group["lr"] = config.learning_rate * lr_factor(self.scheduler.last_epoch, config)
             group["weight_decay"] = config.weight_decay
+            group["decoupled_weight_decay"] = True  # checkpoints written before --weight-decay existed hold False
 
     def close(self) -> None:
         """Release the run directory (its lock and TensorBoard writer) without training further."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from agents.checkpoint import load_checkpoint
+from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, resolve_config
 from agents.trainer import lr_factor, train
 from ram_env.task import Task, TaskConfig
@@ -67,6 +67,10 @@ def test_resume_applies_a_new_learning_rate_schedule_and_weight_decay(tmp_path, 
     applied and written to config.json) and a changed decay took effect one update late."""
     run = tmp_path / "run"
     train(tiny_run_config(run, epoch_images=2 * 16, learning_rate=1e-3, lr_decay=0.5, lr_decay_steps=2), progress=False)
+    # As a checkpoint written before --weight-decay existed: its Adam state says the decay is coupled (L2).
+    state = load_checkpoint(run / "last.pt")
+    state["optimizer"]["param_groups"][0]["decoupled_weight_decay"] = False
+    save_checkpoint(state, run / "last.pt")
     resumed = tiny_run_config(
         run, resume=str(run), epochs=2, learning_rate=4e-4, lr_decay=0.25, lr_decay_steps=2, weight_decay=0.1
     )
@@ -74,7 +78,7 @@ def test_resume_applies_a_new_learning_rate_schedule_and_weight_decay(tmp_path, 
     group = load_checkpoint(run / "last.pt")["optimizer"]["param_groups"][0]
     # After updates 0-3 the next one (update 4) runs at the new base rate times the new decay, twice.
     assert group["lr"] == pytest.approx(4e-4 * 0.25**2, rel=1e-12)
-    assert group["initial_lr"] == 4e-4 and group["weight_decay"] == 0.1
+    assert group["initial_lr"] == 4e-4 and group["weight_decay"] == 0.1 and group["decoupled_weight_decay"] is True
 
 
 def test_weight_decay_is_decoupled(tmp_path, tiny_run_config):
