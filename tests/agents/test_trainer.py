@@ -98,7 +98,7 @@ def test_weight_decay_is_decoupled(tmp_path, tiny_run_config):
 @pytest.mark.parametrize(
     "field, value", [("warmup_updates", -1), ("validate_every_seconds", 0.0), ("weight_decay", -0.1)]
 )
-def test_bad_warmup_or_validation_interval_is_a_user_error(field, value):
+def test_bad_warmup_weight_decay_or_validation_interval_is_a_user_error(field, value):
     from agents.config import UserError
 
     with pytest.raises(UserError, match=field.replace("_", "-")):
