@@ -9,6 +9,7 @@ round a product differently and flip one borderline prediction, does not fail it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from agents.checkpoint import load_checkpoint
+from agents.config import PRESETS, TrainConfig
 from agents.controls import ControlConfig, train_control
 from agents.manifest import (
     ERROR_KEYS,
@@ -80,6 +82,31 @@ def test_entries_describe_their_checkpoints():
             assert entry["glimpses"] is None and entry["test"]["deterministic"]
         else:
             assert entry["glimpses"] == payload["env_kwargs"]["glimpses"] and entry["test"]["mc_samples"] == 10
+
+
+#: The settings that make a RAM recipe (what a preset may fix); the rest (seed, output, threads, time limit, how
+#: often to validate or checkpoint) say how a run was carried out, not what it trains.
+RECIPE_FIELDS = (
+    "env", "glimpses", "env_args", "epochs", "batch_size", "mc_samples", "learning_rate", "lr_decay", "lr_decay_steps",
+    "warmup_updates", "weight_decay", "max_grad_norm", "precision", "core", "hidden_size", "glimpse_hidden",
+    "glimpse_out", "location_std", "tanh_mean", "conv_glimpse", "reinforce_into_core", "location_policy",
+)  # fmt: skip
+
+
+def test_each_preset_is_exactly_the_recipe_of_its_shipped_checkpoint():
+    """A preset changed after its checkpoint was trained (or a run shipped with extra flags) would make ``--preset X``
+    train something other than what the table reports. A setting the checkpoint does not record predates its flag and
+    took the default; a ``*-random`` row is its preset with the paper's random-location control."""
+    defaults = dataclasses.asdict(TrainConfig())
+    for entry in _entries():
+        if entry["kind"] != "ram" or entry["preset"] is None:
+            continue
+        config = load_checkpoint(REPO_ROOT / entry["file"])["config"]
+        recipe = {**defaults, **PRESETS[entry["preset"]]}
+        if entry["row"].endswith("-random"):
+            recipe["location_policy"] = "random"
+        trained = {name: config.get(name, defaults[name]) for name in RECIPE_FIELDS}
+        assert trained == {name: recipe[name] for name in RECIPE_FIELDS}, entry["file"]
 
 
 @pytest.mark.requires_mnist
