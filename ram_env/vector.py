@@ -124,6 +124,7 @@ class GlimpseVectorEnv(VectorEnv):
         self._table: torch.Tensor | None = None  # (N / M, C, H + 1, W + 1) summed-area tables of the canvases
         self.location = torch.zeros(self.num_envs, 2, device=self.device)  # (N, 2) float32
         self.index = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._last_obs: dict[str, torch.Tensor] = {}  # the observation the last reset() or step() returned
 
     @property
     def distinct_images(self) -> int:
@@ -140,7 +141,7 @@ class GlimpseVectorEnv(VectorEnv):
             self._generator.manual_seed(int(seed))
         self._cursor = 0
         self._new_episodes()
-        return self._get_obs(), self._get_info()
+        return self._observe(), self._get_info()
 
     def step(self, actions):
         if self.canvas is None:
@@ -157,26 +158,30 @@ class GlimpseVectorEnv(VectorEnv):
             self.location = location.to(torch.float32)
             reward = torch.zeros(n, dtype=torch.float32, device=self.device)
             terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
-            return self._get_obs(), reward, terminated, truncated, self._get_info()
+            return self._observe(), reward, terminated, truncated, self._get_info()
         correct = label == self.labels[self.index]
         done = torch.ones(n, dtype=torch.bool, device=self.device)
+        # The last step moves no glimpse (its location is ignored), so the episodes' last observation is the one the
+        # previous step returned: handed back again instead of read a second time (one sensor read in seven saved
+        # at 6 glimpses).
+        final_obs = dict(self._last_obs)
         if not self.autoreset:
             return (
-                self._get_obs(),
+                final_obs,
                 correct.to(torch.float32),
                 done,
                 truncated,
                 {**self._get_info(), "is_success": correct},
             )
-        final_obs = self._get_obs()
         final_info = {**self._get_info(), "is_success": correct}
         self._new_episodes()
         info = self._get_info()
         info.update(final_obs=final_obs, final_info=final_info, _final_obs=done, _final_info=done)
-        return self._get_obs(), correct.to(torch.float32), done, truncated, info
+        return self._observe(), correct.to(torch.float32), done, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
         self.canvas = self._table = None
+        self._last_obs = {}
 
     def _new_episodes(self) -> None:
         m, k = self.mc_samples, self.distinct_images
@@ -201,6 +206,11 @@ class GlimpseVectorEnv(VectorEnv):
             u = torch.rand(self.num_envs, 2, generator=self._generator, device=self.device)
             self.location = u * 2.0 - 1.0
         self._t = 0
+
+    def _observe(self) -> dict[str, torch.Tensor]:
+        """A new observation (a sensor read at the current locations), remembered for the episodes' last step."""
+        self._last_obs = self._get_obs()
+        return dict(self._last_obs)
 
     def _get_obs(self) -> dict[str, torch.Tensor]:
         assert self._table is not None, "reset() builds the summed-area tables"
