@@ -26,6 +26,10 @@ which makes the floor a little slower than exact; convolutions (``--conv-glimpse
 the fraction of the update spent at the hardware's achievable matrix-product speed. ``fraction_of_floor`` is the
 same number (the field earlier versions wrote), ``compute_floor_images_per_s`` the images/s at the floor.
 ``matmul_peak_gflops`` in the header is a large 1024^3 fp32 product, for reference.
+
+**Profile (CPU).** Each row also profiles 20 updates with ``torch.profiler`` (``profile``: self CPU time per
+operator, the top 8, and ``matmul_share``, the share spent in the matrix-product kernels ``mm`` / ``addmm``): the part
+of an update that only faster matrix products, or fewer of them, can shorten.
 """
 
 from __future__ import annotations
@@ -183,6 +187,7 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
     graph = trainer.graph
     t_replay = None if graph is None else rate(lambda step: graph.replay())
     t_env = rate(env_only)
+    profile = profile_update(update) if device.type == "cpu" else None
     return {
         "batch": batch,
         "cuda_graph": trainer.graph is not None,
@@ -196,6 +201,37 @@ def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device
         "env_share": t_env / t_update,
         "flops_per_image": flops_per_image(model, env.config.glimpses),
         "largest_layer": list(largest_layer(model)),
+        "profile": profile,
+    }
+
+
+#: The matrix-product kernels of an update on CPU (forward and backward of every ``Linear`` and ``LSTMCell``).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_update(update, updates: int = 20, top: int = 8) -> dict:
+    """Where an update's CPU time goes: ``torch.profiler`` over ``updates`` updates, self CPU time per operator.
+
+    ``matmul_share`` is the share of the matrix-product kernels (:data:`MATMUL_OPS`); the profiler's own cost per
+    operator call makes the many small operators look somewhat dearer than they are, so the share is a lower bound.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for step in range(updates):
+            update(step)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)
+    return {
+        "updates": updates,
+        "self_cpu_ms_per_update": total / updates / 1e3,
+        "operator_calls_per_update": sum(e.count for e in events) / updates,
+        "matmul_share": sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / total,
+        "top": [
+            {"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_update": e.count / updates}
+            for e in ranked[:top]
+        ],
     }
 
 
@@ -253,6 +289,11 @@ def main() -> None:
             + f"env {100 * row['env_share']:3.0f} %, floor {row['floor_ms_per_update']:7.2f} ms "
             f"({row['flops_per_image'] / 1e6:.1f} MFLOP/image at {row['gemm_gflops']:.0f} GFLOP/s) "
             f"-> {100 * row['share_of_floor']:3.0f} % of it; load {row['load_average']:.2f}"
+            + (
+                f"; profiled: {100 * row['profile']['matmul_share']:.0f} % of the CPU time in matrix products"
+                if row["profile"]
+                else ""
+            )
         )
     header["load_average_end"] = os.getloadavg()[0]
     if args.json:

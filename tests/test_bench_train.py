@@ -43,3 +43,18 @@ def test_add_floor_is_the_products_time_at_the_probed_rate():
 def test_gemm_gflops_measures_the_requested_product():
     fast = bench_train.gemm_gflops(256, 256, 256, torch.device("cpu"), "fp32", seconds=0.05)
     assert 0.01 < fast < 1e5  # a rate in GFLOP/s, not FLOP/s or a time
+
+
+def test_profile_update_attributes_matrix_product_time_to_the_matmul_share():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def only_products(step: int) -> None:
+        torch.mm(a, b)
+
+    def no_products(step: int) -> None:
+        a.add(b)
+
+    products = bench_train.profile_update(only_products, updates=3)
+    assert products["matmul_share"] > 0.9  # the rest: allocating the result
+    assert products["top"][0]["op"] == "aten::mm" and products["top"][0]["calls_per_update"] == 1
+    assert bench_train.profile_update(no_products, updates=3)["matmul_share"] == 0.0
