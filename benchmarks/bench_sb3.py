@@ -204,17 +204,23 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path, *, title: str) -> None:
-    """Validation error (%) against environment steps, one line per run, in one figure."""
+    """Validation error (%) against environment steps, one line per run, in one figure (a colour per algorithm, a
+    line style per seed; a row's ``label``, if it has one, names its line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    algos = list(dict.fromkeys(r["algo"] for r in rows))
+    colours = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}
+    styles = ("-", "--", ":", "-.")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         steps = [point[0] for point in r["validation_curve"]]
         errors = [100 * (1 - point[1]) for point in r["validation_curve"]]
-        ax.plot(steps, errors, marker="o", label=f"{r['algo']} (seed {r['seed']})")
+        label = r.get("label", f"{r['algo']} (seed {r['seed']})")
+        style = styles[(r["seed"] - 1) % len(styles)]
+        ax.plot(steps, errors, style, marker="o", color=colours[r["algo"]], label=label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("validation error (%), deterministic policy")
     ax.set_title(title)

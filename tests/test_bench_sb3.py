@@ -79,3 +79,20 @@ def test_bench_sb3_offpolicy_minutes_stop_the_offpolicy_runs_only(tmp_path):
 
 def _reject(constant: str):
     raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_plot_sb3_curves_labels_each_run_with_its_file_overrides_and_draws_one_figure(tmp_path, capsys):
+    from benchmarks import plot_sb3_curves
+
+    row = {"seed": 1, "env_steps": 400, "error_mean_location": 12.5, "validation_curve": [[200, 0.5], [400, 0.8]]}
+    files = []
+    for name, algo, hyperparams in (("a", "ppo", "learning_rate=lin_2e-3"), ("b", "a2c", None)):
+        path = tmp_path / f"{name}_bench.json"
+        path.write_text(json.dumps({"meta": {}, "rows": [{**row, "algo": algo, "hyperparams": hyperparams}]}))
+        files.append(path)
+    rows = plot_sb3_curves.labelled_rows(files)
+    assert [r["label"] for r in rows] == ["ppo (seed 1, learning_rate=lin_2e-3)", "a2c (seed 1)"]
+    out = tmp_path / "all.png"
+    plot_sb3_curves.main([*map(str, files), "--out", str(out)])
+    assert out.stat().st_size > 1000
+    assert "a2c (seed 1): 400 steps, test error 12.50 %" in capsys.readouterr().out
