@@ -92,6 +92,14 @@ class ActionForm:
             self._raise_invalid(location, label, scores, cells)
         return location.clamp(-1.0, 1.0), label
 
+    def class_scores(self, action, batch: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The ``"box"`` form's class scores ``a[2:]`` as float64 ``(B, n_classes)`` (call :meth:`decode` first: it
+        checks the action)."""
+        if self.name != "box":
+            raise ValueError(f"only the 'box' action form has class scores, not {self.name!r}")
+        lead = (batch,) if batch is not None else (1,)
+        return _tensor(action, device, torch.float64, "action", lead + (2 + self.n_classes,))[:, 2:]
+
     def _grid_bounds(self, device) -> torch.Tensor:
         return torch.tensor([self.grid_size, self.grid_size, self.n_classes], device=device)
 
@@ -110,6 +118,18 @@ class ActionForm:
                 f"location must lie in [-1, 1]^2, got {_first(location)}; clip the action to the action space"
             )
         raise ValueError(f"label must lie in [0, {self.n_classes}), got {_first(label)}")
+
+
+#: ``reward="softmax"`` reads the box form's class scores (in [-1, 1]) as logits times this: a true class scored 1
+#: against nine at -1 earns 0.9996, all ten equal 0.1.
+SOFTMAX_REWARD_SCALE = 5.0
+
+
+def softmax_reward(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """``softmax(SOFTMAX_REWARD_SCALE * scores)[label]`` per row: ``scores`` ``(B, n)``, ``label`` ``(B,)`` ->
+    float32 ``(B,)``; the probability the class scores give the true class."""
+    probs = torch.softmax(SOFTMAX_REWARD_SCALE * scores.to(torch.float64), dim=1)  # (B, n)
+    return probs.gather(1, label.to(probs.device).long()[:, None])[:, 0].to(torch.float32)
 
 
 def _describe(value) -> str:

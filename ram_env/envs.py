@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from ram_env.canvas import compose_numpy, sample_layout_numpy
 from ram_env.render import draw_episode
@@ -48,7 +49,10 @@ class GlimpseEnv(gym.Env):
 
     ## Rewards
 
-    1 at the last step if the label is the true class, else 0; 0 at every other step.
+    1 at the last step if the label is the true class, else 0; 0 at every other step. With ``action_form="box"`` and
+    ``reward="softmax"``, the last step's reward is instead ``softmax(5 a[2:])[true class]``, the probability the
+    action's class scores give the true class (a shaping for actor-critic algorithms; ``is_success`` still says
+    whether the highest score named the true class).
 
     ## Starting State
 
@@ -107,7 +111,8 @@ class GlimpseEnv(gym.Env):
         if self._t == self.config.glimpses:
             correct = int(label[0]) == self._label
             info["is_success"] = correct
-            return self._get_obs(), float(correct), True, False, info
+            reward = self.task.final_reward(action, torch.tensor([correct]), torch.tensor([self._label]))
+            return self._get_obs(), float(reward[0]), True, False, info
         self._locations.append(location[0].numpy().astype(np.float32))
         return self._get_obs(), 0.0, False, False, info
 

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
-from ram_env.actions import ActionForm
+from ram_env.actions import ActionForm, softmax_reward
 from ram_env.canvas import CanvasSpec, Layout, fixed_layout
 from ram_env.datasets import SPLITS, ImageDataset, load_dataset
 from ram_env.sensor import SensorSpec
 
 INITIAL_LOCATIONS = ("random", "center")
+REWARDS = ("correct", "softmax")
 #: a largest patch wider than this many canvas sides draws a warning (see :meth:`TaskConfig.check_glimpse_fits`).
 MAX_PATCH_TO_CANVAS = 4
 _SPLIT_STREAM = {"train": 0, "validation": 1, "test": 2}
@@ -55,6 +57,10 @@ class TaskConfig:
     """'dict' (native), 'box' or 'grid' (stable-baselines3 forms, see ram_env.actions)"""
     grid_size: int = 9
     """cells per axis of the 'grid' action form"""
+    reward: str = "correct"
+    """'correct' (the paper's: 1 if the named class is the true one, else 0) or 'softmax' (box action form only: the
+    probability softmax(5 x class scores) gives the true class, a reward that changes smoothly with the action, for
+    actor-critic algorithms that learn from the critic's gradient with respect to the action, such as SAC and TD3)"""
     layout_seed: int = 0
     """seed of the fixed validation and test canvases (translation and clutter)"""
     data_dir: str | None = None
@@ -70,6 +76,13 @@ class TaskConfig:
         if self.initial_location not in INITIAL_LOCATIONS:
             raise ValueError(
                 f"unknown initial_location {self.initial_location!r}; choose one of {', '.join(INITIAL_LOCATIONS)}"
+            )
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
+        if self.reward == "softmax" and self.action_form != "box":
+            raise ValueError(
+                f"reward='softmax' reads the class scores of the 'box' action form; with action_form="
+                f"{self.action_form!r} use reward='correct', or action_form='box'"
             )
         if self.canvas_size is not None:  # else the canvas is the image, checked by Task once the data is loaded
             self.check_glimpse_fits(self.canvas_size, self.canvas_size)
@@ -162,3 +175,13 @@ class Task:
 
     def action_space(self) -> spaces.Space:
         return self.action_form.space()
+
+    def final_reward(
+        self, action, correct: torch.Tensor, label: torch.Tensor, batch: int | None = None, device="cpu"
+    ) -> torch.Tensor:
+        """The reward of the last step, float32 ``(B,)``, for the (checked) ``action`` of ``batch`` episodes (one if
+        ``None``): ``correct`` (bool, the named class is ``label``, the true one) as 1 or 0, or with
+        ``reward="softmax"`` the probability the action's class scores give ``label``."""
+        if self.config.reward == "softmax":
+            return softmax_reward(self.action_form.class_scores(action, batch, device), label)
+        return correct.to(torch.float32)

@@ -159,7 +159,9 @@ class GlimpseVectorEnv(VectorEnv):
             reward = torch.zeros(n, dtype=torch.float32, device=self.device)
             terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
             return self._observe(), reward, terminated, truncated, self._get_info()
-        correct = label == self.labels[self.index]
+        true_label = self.labels[self.index]
+        correct = label == true_label
+        reward = self.task.final_reward(actions, correct, true_label, batch=n, device=self.device)
         done = torch.ones(n, dtype=torch.bool, device=self.device)
         # The last step moves no glimpse (its location is ignored), so the episodes' last observation is the one the
         # previous step returned: handed back again instead of read a second time (one sensor read in seven saved
@@ -168,7 +170,7 @@ class GlimpseVectorEnv(VectorEnv):
         if not self.autoreset:
             return (
                 final_obs,
-                correct.to(torch.float32),
+                reward,
                 done,
                 truncated,
                 {**self._get_info(), "is_success": correct},
@@ -177,7 +179,7 @@ class GlimpseVectorEnv(VectorEnv):
         self._new_episodes()
         info = self._get_info()
         info.update(final_obs=final_obs, final_info=final_info, _final_obs=done, _final_info=done)
-        return self._observe(), correct.to(torch.float32), done, truncated, info
+        return self._observe(), reward, done, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
         self.canvas = self._table = None

@@ -154,7 +154,9 @@ def train_sb3(config: TrainConfig, *, progress: bool = True, stop: StopFlag | No
         make_adapter({**env_kwargs, "split": "train"}, config.n_envs, spec.observation_form, device=device)
     )
     train_env.seed(stream_seed(config.seed, "sb3/env"))
-    val_kwargs = {**env_kwargs, "split": "validation", "ordered": True}
+    # Validation scores the paper's reward (1 for the right class) whatever the training reward, so that the mean
+    # episode reward EvalCallback reports is the success rate.
+    val_kwargs = {**env_kwargs, "split": "validation", "ordered": True, "reward": "correct"}
     val_images = min(1000, len(Task(TaskConfig.from_kwargs(**val_kwargs)).data))
     eval_env = VecMonitor(make_adapter(val_kwargs, val_images, spec.observation_form, device=device))
     # Everything a user can get wrong (algorithm, device, environment arguments, data) has failed by now, before the

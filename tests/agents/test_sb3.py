@@ -180,6 +180,21 @@ TINY_PPO = ["--algo", "ppo", "--env-args", "dataset=tiny,glimpse_size=4,num_scal
 TINY_PPO += ["--glimpses", "2", "--hyperparams", "n_steps=12,batch_size=24", "--device", "cpu"]
 
 
+def test_softmax_reward_trains_sac_and_validation_still_reports_the_success_rate(tmp_path):
+    """``reward=softmax`` shapes the training reward only: EvalCallback's mean episode reward is read as the
+    validation success rate, so the validation env must keep the 1-or-0 reward."""
+    run = tmp_path / "run"
+    env_args = "dataset=tiny,glimpse_size=4,num_scales=2,canvas_size=24,reward=softmax"
+    argv = ["--algo", "sac", "--env-args", env_args, "--n-envs", "4", "--glimpses", "2", "--device", "cpu"]
+    argv += ["--hyperparams", "learning_starts=8,buffer_size=200", "--total-timesteps", "40", "--output", str(run)]
+    assert train_agent.main(argv) == 0
+    last = load_checkpoint(run / "last.pt")
+    assert last["env_kwargs"]["reward"] == "softmax"
+    images = len(Task(TaskConfig(dataset="tiny", split="validation")).data)  # all 64 are scored
+    for _, success in last["validation_curve"]:
+        assert success * images == pytest.approx(round(success * images), abs=1e-6)  # a count of right answers
+
+
 def test_time_limit_stops_an_sb3_run_scores_it_and_resume_goes_on(tmp_path, capsys):
     """``--time-limit`` was read by the RAM trainer alone: an SB3 run trained its whole budget regardless."""
     run = tmp_path / "run"

@@ -317,6 +317,29 @@ def test_box_form_reads_location_and_argmax_label():
     assert env.step(action)[1] == 0.0
 
 
+def test_softmax_reward_is_the_probability_the_class_scores_give_the_true_class():
+    env = _tiny(action_form="box", glimpses=2, reward="softmax")
+    n = env.unwrapped.task.n_classes
+    _, info = env.reset(seed=0)
+    label = info["label"]
+    action = np.full(2 + n, -1.0, np.float32)
+    action[:2] = 0.0
+    env.step(action)
+    action[2 + label] = 1.0  # the true class scored 1, the others -1
+    _, reward, terminated, _, info = env.step(action)
+    assert terminated and info["is_success"]
+    assert reward == pytest.approx(math.exp(5) / (math.exp(5) + (n - 1) * math.exp(-5)))
+    env.reset(seed=0)
+    env.step(action)
+    action[2 + label] = 0.5
+    action[2 + (label + 1) % n] = 0.75  # a wrong class highest: no success, yet a reward that grows with the true score
+    _, reward, _, _, info = env.step(action)
+    scores = 5.0 * action[2:].astype(np.float64)
+    assert not info["is_success"]
+    assert reward == pytest.approx(math.exp(scores[label]) / np.exp(scores).sum())
+    assert 0.0 < reward < 0.5
+
+
 def test_grid_form_maps_cells_to_locations():
     grid = 5
     env = _tiny(action_form="grid", grid_size=grid, glimpses=4)
@@ -408,6 +431,10 @@ def test_bad_constructor_arguments():
         _tiny(action_form="discrete")
     with pytest.raises(ValueError, match="unknown initial_location"):
         _tiny(initial_location="corner")
+    with pytest.raises(ValueError, match="unknown reward 'score'"):
+        _tiny(reward="score")
+    with pytest.raises(ValueError, match="reward='softmax' reads the class scores of the 'box' action form"):
+        _tiny(reward="softmax", action_form="grid")
     with pytest.raises(ValueError, match="glimpses must be a positive integer"):
         _tiny(glimpses=0)
     with pytest.raises(ValueError, match="unknown render_mode"):

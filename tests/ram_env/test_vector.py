@@ -238,6 +238,28 @@ def test_vector_matches_single_env_on_the_training_path(mc_samples):
             assert terminated and r == float(reward[j])
 
 
+def test_softmax_reward_matches_the_single_env_and_keeps_success_by_argmax():
+    kwargs = dict(**TINY, split="validation", action_form="box", reward="softmax")
+    envs = GlimpseVectorEnv(5, **kwargs)
+    n = envs.task.n_classes
+    rng = np.random.default_rng(3)
+    obs, info = envs.reset(seed=0)
+    index, first = info["index"].clone(), obs["location"].clone()
+    actions = [rng.uniform(-1, 1, size=(5, 2 + n)).astype(np.float32) for _ in range(TINY["glimpses"])]
+    for action in actions:
+        _, reward, _, _, info = envs.step(action)
+    scores = torch.as_tensor(actions[-1][:, 2:], dtype=torch.float64)
+    label = info["final_info"]["label"]
+    torch.testing.assert_close(reward, torch.softmax(5.0 * scores, dim=1)[torch.arange(5), label].float())
+    assert torch.equal(info["final_info"]["is_success"], scores.argmax(dim=1) == label)
+    single = GlimpseEnv(**kwargs)
+    for j in range(5):
+        single.reset(options={"index": int(index[j]), "location": first[j].numpy()})
+        for action in actions:
+            *_, r, _, _, _ = single.step(action[j])
+        assert r == pytest.approx(float(reward[j]), abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------- seeding
 
 
