@@ -195,14 +195,16 @@ def evaluate_policy(
     """Score ``policy`` on the split named in ``env_kwargs`` (an ordered pass; see the module docstring).
 
     :param env_kwargs: :class:`~ram_env.task.TaskConfig` fields (``split`` should be validation or test); the
-        action form is replaced by ``"dict"`` (policies give locations and classes).
+        action form is replaced by ``"dict"`` (policies give locations and classes) and the reward by ``"correct"``.
     :param batch_images: distinct images per batch of episodes (default: :func:`default_batch_images`, per pass).
     :param seed: the evaluation's seed; the initial locations and the location noise draw from two independent
         streams derived from it (:func:`ram_env.seeding.stream_seed`), so a score is repeatable.
     :param max_images: score only the first ``max_images`` images of the split (quick checks).
     """
     device = torch.device(device)
-    kwargs = {**env_kwargs, "ordered": True, "action_form": "dict"}
+    # Scores come from the named classes against the labels, not from the reward, which is set to the paper's: a
+    # policy trained with reward="softmax" (box actions only) is scored through the "dict" form like any other.
+    kwargs = {**env_kwargs, "ordered": True, "action_form": "dict", "reward": "correct"}
     task = Task(TaskConfig.from_kwargs(**kwargs))
     n_data = len(task.data)
     n = min(n_data, max_images) if max_images else n_data

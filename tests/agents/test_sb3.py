@@ -180,7 +180,7 @@ TINY_PPO = ["--algo", "ppo", "--env-args", "dataset=tiny,glimpse_size=4,num_scal
 TINY_PPO += ["--glimpses", "2", "--hyperparams", "n_steps=12,batch_size=24", "--device", "cpu"]
 
 
-def test_softmax_reward_trains_sac_and_validation_still_reports_the_success_rate(tmp_path):
+def test_softmax_reward_trains_sac_validates_with_the_success_rate_and_evaluates(tmp_path):
     """``reward=softmax`` shapes the training reward only: EvalCallback's mean episode reward is read as the
     validation success rate, so the validation env must keep the 1-or-0 reward."""
     run = tmp_path / "run"
@@ -193,6 +193,10 @@ def test_softmax_reward_trains_sac_and_validation_still_reports_the_success_rate
     images = len(Task(TaskConfig(dataset="tiny", split="validation")).data)  # all 64 are scored
     for _, success in last["validation_curve"]:
         assert success * images == pytest.approx(round(success * images), abs=1e-6)  # a count of right answers
+    # evaluate.py scores it too (its episodes run in the "dict" form, which has no class scores to reward).
+    report_path = tmp_path / "report.json"
+    assert evaluate.main([str(run), "--mc-samples", "2", "--json", str(report_path), "--device", "cpu"]) == 0
+    assert json.loads(report_path.read_text())["episodes"] == len(Task(TaskConfig(dataset="tiny", split="test")).data)
 
 
 def test_time_limit_stops_an_sb3_run_scores_it_and_resume_goes_on(tmp_path, capsys):
