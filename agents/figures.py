@@ -172,3 +172,29 @@ def _error_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_sb3_curves(rows: list[dict], path: Path, *, title: str) -> Path:
+    """Validation error (%) against environment steps, one line per run, in one figure (a colour per algorithm, a
+    line style per seed; a row's ``label``, if it has one, names its line). ``rows`` are ``benchmarks/bench_sb3.py``'s:
+    ``algo``, ``seed`` and ``validation_curve`` (``[environment steps, success rate]`` pairs)."""
+    plt = _pyplot()
+    algos = list(dict.fromkeys(r["algo"] for r in rows))
+    colours = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}
+    styles = ("-", "--", ":", "-.")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        steps = [point[0] for point in r["validation_curve"]]
+        errors = [100 * (1 - point[1]) for point in r["validation_curve"]]
+        label = r.get("label", f"{r['algo']} (seed {r['seed']})")
+        style = styles[(r["seed"] - 1) % len(styles)]
+        ax.plot(steps, errors, style, marker="o", color=colours[r["algo"]], label=label)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("validation error (%), deterministic policy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -32,6 +32,7 @@ import torch
 
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
+from agents.figures import plot_sb3_curves
 from agents.runs import hardware_name
 from agents.sb3 import ALGORITHMS, evaluate_sb3_checkpoint, train_sb3
 from agents.threads import set_threads
@@ -200,35 +201,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
             f"{r['error_monte_carlo']:.2f} |"
         )
     (args.results / f"{args.name}_table.md").write_text("\n".join(lines) + "\n")
-    plot_curves(rows, args.results / f"{args.name}_curves.png", title=args.env)
-
-
-def plot_curves(rows: list[dict], path: Path, *, title: str) -> None:
-    """Validation error (%) against environment steps, one line per run, in one figure (a colour per algorithm, a
-    line style per seed; a row's ``label``, if it has one, names its line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    algos = list(dict.fromkeys(r["algo"] for r in rows))
-    colours = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}
-    styles = ("-", "--", ":", "-.")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        steps = [point[0] for point in r["validation_curve"]]
-        errors = [100 * (1 - point[1]) for point in r["validation_curve"]]
-        label = r.get("label", f"{r['algo']} (seed {r['seed']})")
-        style = styles[(r["seed"] - 1) % len(styles)]
-        ax.plot(steps, errors, style, marker="o", color=colours[r["algo"]], label=label)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("validation error (%), deterministic policy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_sb3_curves(rows, args.results / f"{args.name}_curves.png", title=args.env)
 
 
 if __name__ == "__main__":

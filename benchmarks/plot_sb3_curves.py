@@ -14,10 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-try:
-    from benchmarks.bench_sb3 import plot_curves
-except ModuleNotFoundError:  # run as ``python benchmarks/plot_sb3_curves.py``: its own folder is on the path
-    from bench_sb3 import plot_curves  # type: ignore[no-redef]
+from agents.figures import plot_sb3_curves
 
 
 def labelled_rows(paths: list[Path]) -> list[dict]:
@@ -37,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default="RAM/MNIST-v0, 6 glimpses")
     args = parser.parse_args(argv)
     rows = labelled_rows(args.files)
-    plot_curves(rows, args.out, title=args.title)
+    plot_sb3_curves(rows, args.out, title=args.title)
     for row in rows:
         print(f"{row['label']}: {row['env_steps']:,} steps, test error {row['error_mean_location']:.2f} % (mean loc.)")
     print(f"wrote {args.out}")
