@@ -111,8 +111,10 @@ class GlimpseEnv(gym.Env):
         if self._t == self.config.glimpses:
             correct = int(label[0]) == self._label
             info["is_success"] = correct
-            reward = self.task.final_reward(action, torch.tensor([correct]), torch.tensor([self._label]))
-            return self._get_obs(), float(reward[0]), True, False, info
+            reward = float(correct)  # the paper's reward, without building tensors (about 1 % of an episode here)
+            if self.config.reward != "correct":
+                reward = float(self.task.final_reward(action, torch.tensor([correct]), torch.tensor([self._label]))[0])
+            return self._get_obs(), reward, True, False, info
         self._locations.append(location[0].numpy().astype(np.float32))
         return self._get_obs(), 0.0, False, False, info
 
