@@ -33,8 +33,9 @@ setup(
         # Kept so that `pip install -e ".[contrib]"` still works: sb3-contrib is now a base dependency.
         "contrib": [],
         # RL Baselines3 Zoo (python -m rl_zoo3.train / enjoy with agents/sb3/hyperparams/*.yml); its enjoy script
-        # imports requests without declaring it. 2.9.2 matches stable-baselines3 2.9.2.
-        "zoo": ["rl-zoo3>=2.9.2", "requests"],
+        # imports requests and its hyperparameter search (-optimize) writes its trials with pandas, neither declared.
+        # 2.9.2 matches stable-baselines3 2.9.2.
+        "zoo": ["rl-zoo3>=2.9.2", "requests", "pandas"],
         "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "mypy==2.4.1"],
     },
     entry_points={
