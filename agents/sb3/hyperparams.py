@@ -13,7 +13,9 @@ with a ``default`` entry for any other id, exactly as the Zoo's own ``hyperparam
       policy_kwargs: "dict(features_extractor_kwargs=dict(glimpse_hidden=128, glimpse_out=256))"
 
 The same file drives both ``train_agent.py --algo NAME`` (through :func:`resolve_hyperparams`) and the Zoo
-(``python -m rl_zoo3.train --algo ppo --env RAM/MNIST-v0 --gym-packages ram_env -conf <file>``). Keys the Zoo reads
+(``python -m rl_zoo3.train --algo ppo --env RAM/MNIST-v0 --gym-packages ram_env -conf <file> --env-kwargs ...``, the
+``--env-kwargs`` repeating the entry's ``env_kwargs``: the Zoo builds its evaluation env from the command line's
+alone, and the env's default ``dict`` action form refuses the policy's arrays). Keys the Zoo reads
 itself (``n_envs``, ``n_timesteps``, ``policy``, ``env_kwargs``, ``env_wrapper``) are taken apart here as the Zoo
 does; the rest go to the algorithm's constructor. ``policy_kwargs`` is a Python expression as in the Zoo (evaluated
 here with only ``dict``, ``nn`` and ``th`` in scope); ``lin_<value>`` learning rates are linear schedules, as in the
