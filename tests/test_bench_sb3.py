@@ -96,3 +96,21 @@ def test_plot_sb3_curves_labels_each_run_with_its_file_overrides_and_draws_one_f
     plot_sb3_curves.main([*map(str, files), "--out", str(out)])
     assert out.stat().st_size > 1000
     assert "a2c (seed 1): 400 steps, test error 12.50 %" in capsys.readouterr().out
+
+
+def test_plot_sb3_curves_table_has_one_line_per_setting_with_the_mean_over_its_seeds(tmp_path):
+    from benchmarks import plot_sb3_curves
+
+    def row(algo, seed, error, hyperparams=None):
+        errors = {"error_sampled": error + 1, "error_mean_location": error, "error_monte_carlo": error - 1}
+        base = {"algo": algo, "seed": seed, "hyperparams": hyperparams, "env_steps": 400, "train_seconds": 10 * seed}
+        return base | errors
+
+    rows = [row("ppo", 1, 8.0), row("ppo", 2, 4.0), row("ppo", 1, 30.0, "n_epochs=1"), row("sac", 1, 88.0)]
+    table = plot_sb3_curves.summary_table(rows).splitlines()
+    assert len(table) == 2 + 3  # header, separator, then ppo, ppo with the override, sac
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[:6] == ["`ppo`", "none", "1, 2", "400", "10-20", "8.00 / 4.00"]
+    assert cells[6:] == ["7.00", "**6.00**", "5.00", "2.83", "<= 10"]  # means over seeds; sd of 8 and 4
+    assert table[3].startswith("| `ppo` | `n_epochs=1` | 1 |") and table[3].endswith("| - | <= 10 |")
+    assert table[4].startswith("| `sac` |") and table[4].endswith("| report |")
