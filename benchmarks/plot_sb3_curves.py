@@ -7,7 +7,9 @@
 invocations (one file each). This draws every run of the given files in one figure, one colour per algorithm and one
 line style per seed, labelled with the file's hyperparameter overrides, and prints each run's final test error.
 ``--table`` also writes a Markdown table with one line per algorithm and setting: its seeds, their test errors
-(mean locations) and the mean over seeds of the three errors, beside the target the benchmark sets for it.
+(mean locations) and the mean over seeds of the three errors, beside the target the benchmark sets for it;
+``--readme README.md`` puts the same table between the README's ``<!-- sb3-table:start -->`` and
+``<!-- sb3-table:end -->``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def labelled_rows(paths: list[Path]) -> list[dict]:
 #: Test error targets (%, mean locations, MNIST with 6 glimpses, within 2 million environment steps) the benchmark
 #: sets for the on-policy algorithms; the off-policy ones report what they reach in PPO's wall time.
 TARGETS = {"ppo": 10.0, "a2c": 10.0, "recurrentppo": 10.0, "auxppo": 2.0}
+START, END = "<!-- sb3-table:start -->", "<!-- sb3-table:end -->"
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -66,11 +69,20 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_table(readme: str, table: str) -> str:
+    """``readme`` with everything between the SB3 table markers replaced by ``table``."""
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"the README lacks the markers {START} ... {END}")
+    return readme[: start + len(START)] + "\n" + table + readme[end:]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="<name>_bench.json files written by bench_sb3.py")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--table", type=Path, help="also write the Markdown summary table here")
+    parser.add_argument("--readme", type=Path, help="also put the table into this README, between the markers")
     parser.add_argument("--title", default="RAM/MNIST-v0, 6 glimpses")
     args = parser.parse_args(argv)
     rows = labelled_rows(args.files)
@@ -78,9 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(f"{row['label']}: {row['env_steps']:,} steps, test error {row['error_mean_location']:.2f} % (mean loc.)")
     print(f"wrote {args.out}")
+    table = summary_table(rows) if args.table or args.readme else ""
     if args.table:
-        args.table.write_text(summary_table(rows))
+        args.table.write_text(table)
         print(f"wrote {args.table}")
+    if args.readme:
+        args.readme.write_text(with_table(args.readme.read_text(), table))
+        print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":

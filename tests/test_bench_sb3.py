@@ -114,3 +114,19 @@ def test_plot_sb3_curves_table_has_one_line_per_setting_with_the_mean_over_its_s
     assert cells[6:] == ["7.00", "**6.00**", "5.00", "2.83", "<= 10"]  # means over seeds; sd of 8 and 4
     assert table[3].startswith("| `ppo` | `n_epochs=1` | 1 |") and table[3].endswith("| - | <= 10 |")
     assert table[4].startswith("| `sac` |") and table[4].endswith("| report |")
+
+
+def test_the_readmes_sb3_table_is_the_one_plot_sb3_curves_wrote():
+    from pathlib import Path
+
+    from benchmarks import plot_sb3_curves
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    table = (root / "results" / "sb3_shipped_table.md").read_text()
+    assert plot_sb3_curves.with_table(readme, table) == readme, (
+        "README is out of date: rerun the plot_sb3_curves.py command of its 'Other algorithms' section"
+    )
+    assert plot_sb3_curves.with_table(f"a\n{plot_sb3_curves.START}\nold\n{plot_sb3_curves.END}\n", "new\n") == (
+        f"a\n{plot_sb3_curves.START}\nnew\n{plot_sb3_curves.END}\n"
+    )
