@@ -182,7 +182,7 @@ def plot_sb3_curves(rows: list[dict], path: Path, *, title: str) -> Path:
     algos = list(dict.fromkeys(r["algo"] for r in rows))
     colours = {algo: f"C{i % 10}" for i, algo in enumerate(algos)}
     styles = ("-", "--", ":", "-.")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for r in rows:
         steps = [point[0] for point in r["validation_curve"]]
         errors = [100 * (1 - point[1]) for point in r["validation_curve"]]
@@ -193,7 +193,7 @@ def plot_sb3_curves(rows: list[dict], path: Path, *, title: str) -> Path:
     ax.set_ylabel("validation error (%), deterministic policy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: it hides no curve
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
