@@ -104,16 +104,18 @@ def test_plot_sb3_curves_table_has_one_line_per_setting_with_the_mean_over_its_s
     def row(algo, seed, error, hyperparams=None):
         errors = {"error_sampled": error + 1, "error_mean_location": error, "error_monte_carlo": error - 1}
         base = {"algo": algo, "seed": seed, "hyperparams": hyperparams, "env_steps": 400, "train_seconds": 10 * seed}
-        return base | errors
+        return base | errors | {"env": "RAM/MNIST-v0"}
 
     rows = [row("ppo", 1, 8.0), row("ppo", 2, 4.0), row("ppo", 1, 30.0, "n_epochs=1"), row("sac", 1, 88.0)]
+    rows.append(row("ppo", 1, 70.0) | {"env": "RAM/TranslatedMNIST60-v0"})  # another task: its own line, no target
     table = plot_sb3_curves.summary_table(rows).splitlines()
-    assert len(table) == 2 + 3  # header, separator, then ppo, ppo with the override, sac
+    assert len(table) == 2 + 4  # header, separator, then ppo, ppo with the override, sac, ppo on Translated 60
     cells = [c.strip() for c in table[2].strip("|").split("|")]
     assert cells[:6] == ["`ppo`", "none", "1, 2", "400", "10-20", "8.00 / 4.00"]
     assert cells[6:] == ["7.00", "**6.00**", "5.00", "2.83", "<= 10"]  # means over seeds; sd of 8 and 4
     assert table[3].startswith("| `ppo` | `n_epochs=1` | 1 |") and table[3].endswith("| - | <= 10 |")
     assert table[4].startswith("| `sac` |") and table[4].endswith("| report |")
+    assert "| 70.00 |" in table[5] and table[5].endswith("| report |")
 
 
 def test_the_readmes_sb3_table_is_the_one_plot_sb3_curves_wrote():
