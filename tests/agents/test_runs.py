@@ -108,7 +108,10 @@ def test_cli_resume_keeps_the_runs_epochs_and_config_json(tmp_path):
     run = tmp_path / "run"
     common = ["--env-args", TINY, "--device", "cpu", "--batch-size", "16", "--hidden-size", "32"]
     assert train_agent.main([*common, "--epochs", "3", "--time-limit", "0.0001", "--output", str(run)]) == 0
-    assert load_checkpoint(run / "last.pt")["global_step"] == 1  # stopped by the time limit after one update
+    # Stopped by the time limit (0.36 s) before the end of its 3 epochs of 16 updates: usually after the first
+    # update, after two when the machine is quiet (the old "== 1" failed about one CI run in three).
+    assert 1 <= load_checkpoint(run / "last.pt")["global_step"] < 3 * 16
+    assert _strict_json(run / "summary.json")["stopped"] == "time limit"
     assert train_agent.main(["--resume", str(run)]) == 0  # no --epochs: the run's 3, not the default
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
     assert _strict_json(run / "summary.json")["epochs"] == 3
