@@ -22,6 +22,10 @@ This project is timed by ``agents.trainer.RAMTrainer.update`` on ``RAM/MNIST-v0`
 task), batch 128, M = 1, fp32, exactly as ``benchmarks/bench_train.py`` times it (its ``bench`` function: a fixed
 time window after 10 warm-up updates). The two measurements alternate (peer, ours, peer, ours, ...) so that a change
 in the machine's load affects both; the load average is recorded before and after every measurement.
+
+Each of our measurements also probes the matrix-product rate at the model's largest layer (``bench_train.add_floor``),
+and each thread count a 1024^3 product: the summary's ``ratio_ceiling`` is the ratio that an update consisting of its
+matrix products alone would reach, the most that cutting overhead can ever give at this batch size and precision.
 """
 
 from __future__ import annotations
@@ -50,9 +54,9 @@ from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 from agents.runs import hardware_name
 
 try:
-    from benchmarks.bench_train import bench
+    from benchmarks.bench_train import add_floor, bench, peak_gflops
 except ModuleNotFoundError:  # run as ``python benchmarks/bench_peer.py``: its own folder is on the path, not the root
-    from bench_train import bench  # type: ignore[no-redef]
+    from bench_train import add_floor, bench, peak_gflops  # type: ignore[no-redef]
 from ram_env.datasets import load_dataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the peer's transforms.Normalize((0.1307,), (0.3081,))
@@ -186,7 +190,10 @@ def ours(env: str, batch: int, seconds: float) -> dict[str, Any]:
     start = time.perf_counter()
     row = bench(env, batch, 1, torch.device("cpu"), seconds, "fp32")
     row["seconds"] = time.perf_counter() - start  # wall time of the call, including bench's env-only timing
-    return {k: row[k] for k in ("batch", "mc_samples", "precision", "images_per_s", "ms_per_update", "seconds")}
+    add_floor(row, torch.device("cpu"))  # the update's matrix products alone, at the rate probed now
+    keys = ("batch", "mc_samples", "precision", "images_per_s", "ms_per_update", "seconds", "env_ms_per_update")
+    keys += ("gemm_shape", "gemm_gflops", "floor_ms_per_update", "share_of_floor")
+    return {k: row[k] for k in keys}
 
 
 def run_threads(args: argparse.Namespace, threads: int, workdir: Path) -> dict[str, Any]:
@@ -211,21 +218,41 @@ def run_threads(args: argparse.Namespace, threads: int, workdir: Path) -> dict[s
                 f"({row['seconds']:.1f} s), load average {load_before[0]:.2f} -> {row['load_average_after'][0]:.2f}",
                 flush=True,
             )
-    peer_rates = [m["images_per_s"] for m in measurements if m["implementation"] == "peer"]
-    our_rates = [m["images_per_s"] for m in measurements if m["implementation"] == "ours"]
-    summary = {
+    summary = summarise(measurements, threads, peak_gflops(torch.device("cpu")))
+    print(
+        f"threads {threads}: peer {summary['peer_images_per_s']:.0f} images/s, ours {summary['ours_images_per_s']:.0f}"
+        f" images/s (medians), ours / peer = {summary['ratio_ours_over_peer']:.2f}; our matrix products alone "
+        f"({summary['gemm_gflops']:.0f} GFLOP/s at the core's shape, {summary['peak_gflops']:.0f} at 1024^3) would "
+        f"run {summary['floor_images_per_s']:.0f} images/s, {summary['ratio_ceiling']:.2f} x the peer",
+        flush=True,
+    )
+    return {"summary": summary, "measurements": measurements}
+
+
+def summarise(measurements: list[dict[str, Any]], threads: int, peak: float) -> dict[str, Any]:
+    """Medians of the alternating measurements, and the ratio's ceiling.
+
+    ``ratio_ceiling`` is the ratio an update with no overhead at all would reach: our update's matrix-product FLOPs
+    at the matrix-product rate probed beside it (``floor_images_per_s``, see ``bench_train.add_floor``) over the
+    peer's median. Next to ``peak_gflops`` (a 1024^3 product on the same threads) it tells whether the small products
+    of batch 128 run below the hardware's rate (``gemm_gflops`` well under ``peak_gflops``) or at it.
+    """
+    peer = [m for m in measurements if m["implementation"] == "peer"]
+    ours = [m for m in measurements if m["implementation"] == "ours"]
+    peer_rates = [m["images_per_s"] for m in peer]
+    our_rates = [m["images_per_s"] for m in ours]
+    summary: dict[str, Any] = {
         "threads": threads,
         "peer_images_per_s": float(np.median(peer_rates)),
         "ours_images_per_s": float(np.median(our_rates)),
         "ratio_per_repeat": [o / p for o, p in zip(our_rates, peer_rates, strict=True)],
+        "gemm_gflops": float(np.median([m["gemm_gflops"] for m in ours])),
+        "peak_gflops": peak,
+        "floor_images_per_s": float(np.median([m["batch"] / m["floor_ms_per_update"] * 1e3 for m in ours])),
     }
     summary["ratio_ours_over_peer"] = summary["ours_images_per_s"] / summary["peer_images_per_s"]
-    print(
-        f"threads {threads}: peer {summary['peer_images_per_s']:.0f} images/s, ours {summary['ours_images_per_s']:.0f}"
-        f" images/s (medians), ours / peer = {summary['ratio_ours_over_peer']:.2f}",
-        flush=True,
-    )
-    return {"summary": summary, "measurements": measurements}
+    summary["ratio_ceiling"] = summary["floor_images_per_s"] / summary["peer_images_per_s"]
+    return summary
 
 
 def main() -> None:
