@@ -365,6 +365,37 @@ def resolve_config(explicit: dict[str, Any]) -> TrainConfig:
     return config
 
 
+#: The settings that make a RAM recipe (what a preset may fix); the others (seed, output, threads, device, time
+#: limit, how often to validate or checkpoint) say how one run was carried out, not what it trains.
+RECIPE_FIELDS = (
+    "algo", "env", "glimpses", "env_args", "epochs", "epoch_images", "batch_size", "mc_samples", "learning_rate",
+    "lr_decay", "lr_decay_steps", "warmup_updates", "weight_decay", "max_grad_norm", "precision", "core",
+    "hidden_size", "glimpse_hidden", "glimpse_out", "location_std", "tanh_mean", "conv_glimpse",
+    "reinforce_into_core", "location_policy",
+)  # fmt: skip
+
+
+def preset_of(config: dict[str, Any]) -> str | None:
+    """The preset a run's saved ``config`` (``TrainConfig`` as a dict) is an instance of.
+
+    Its recorded ``preset`` when the run kept that preset's :data:`RECIPE_FIELDS`; else the first preset whose recipe
+    it has (a run of ``--preset cluttered60-6g-gpu --core lstm`` is ``cluttered60-6g-lstm-gpu``); else the recorded
+    name (``None`` for a run without a preset). A setting the config does not record predates its flag: the default.
+    """
+    recorded = config.get("preset")
+    if recorded is None:
+        return None
+    defaults = dataclasses.asdict(TrainConfig())
+
+    def matches(name: str) -> bool:
+        recipe = {**defaults, **PRESETS[name]}
+        return all(config.get(k, defaults[k]) == recipe[k] for k in RECIPE_FIELDS)
+
+    if recorded not in PRESETS or matches(recorded):
+        return recorded
+    return next((name for name in PRESETS if matches(name)), recorded)
+
+
 def parse_command_line(argv: list[str] | None = None) -> dict[str, Any] | None:
     """The flags given on the command line, by field name (``None`` after ``--list-presets``).
 

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from agents.checkpoint import RESUME_ONLY_KEYS, load_checkpoint, save_checkpoint
-from agents.config import UserError
+from agents.config import UserError, preset_of
 from agents.runs import REPO_ROOT, cpu_model
 from agents.threads import torch_threads
 
@@ -155,7 +155,7 @@ def row_name(payload: dict[str, Any]) -> str:
         return f"{task}-{payload['algo']}"
     glimpses = payload["env_kwargs"].get("glimpses")
     policy = payload.get("model_args", {}).get("config", {}).get("location_policy", "learned")
-    name = payload["config"].get("preset") or f"{task}-{glimpses}g"
+    name = preset_of(payload["config"]) or f"{task}-{glimpses}g"
     return f"{name}-random" if policy == "random" else name
 
 
@@ -248,7 +248,7 @@ def build_entry(
         "task": TASK_NAMES.get(payload["env_id"], payload["env_id"]),
         "env_id": payload["env_id"],
         "env_kwargs": env_kwargs,
-        "preset": payload["config"].get("preset"),
+        "preset": preset_of(payload["config"]) if is_ram else payload["config"].get("preset"),
         "glimpses": int(env_kwargs["glimpses"]) if payload["algo"] not in ("fc", "conv") else None,
         "location_policy": policy,
         "seed": int(payload["config"].get("seed", 0)),

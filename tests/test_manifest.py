@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from agents.checkpoint import load_checkpoint
-from agents.config import PRESETS, TrainConfig
+from agents.config import PRESETS, RECIPE_FIELDS, TrainConfig, preset_of, resolve_config
 from agents.controls import ControlConfig, train_control
 from agents.manifest import (
     ERROR_KEYS,
@@ -84,13 +84,21 @@ def test_entries_describe_their_checkpoints():
             assert entry["glimpses"] == payload["env_kwargs"]["glimpses"] and entry["test"]["mc_samples"] == 10
 
 
-#: The settings that make a RAM recipe (what a preset may fix); the rest (seed, output, threads, time limit, how
-#: often to validate or checkpoint) say how a run was carried out, not what it trains.
-RECIPE_FIELDS = (
-    "env", "glimpses", "env_args", "epochs", "batch_size", "mc_samples", "learning_rate", "lr_decay", "lr_decay_steps",
-    "warmup_updates", "weight_decay", "max_grad_norm", "precision", "core", "hidden_size", "glimpse_hidden",
-    "glimpse_out", "location_std", "tanh_mean", "conv_glimpse", "reinforce_into_core", "location_policy",
-)  # fmt: skip
+def test_a_run_is_named_by_the_preset_whose_recipe_it_has():
+    """A run of ``--preset cluttered60-6g-gpu --core lstm`` was filed under the row ``cluttered60-6g-gpu``: shipping
+    it would have overwritten that row's figures in results/paper/ with another model's."""
+
+    def run(**explicit):
+        return dataclasses.asdict(resolve_config(explicit))
+
+    assert preset_of(run(preset="cluttered60-6g-gpu", core="lstm")) == "cluttered60-6g-lstm-gpu"
+    # how a run was carried out does not change its recipe
+    kept = run(preset="cluttered60-6g-gpu", seed=3, threads="2", time_limit=5.0, checkpoint_every=7, device="cpu")
+    assert preset_of(kept) == "cluttered60-6g-gpu"
+    assert preset_of(run(preset="mnist-6g", learning_rate=0.01)) == "mnist-6g"  # no preset has it: as recorded
+    assert preset_of(run()) is None
+    payload = {"algo": "ram", "env_id": "RAM/ClutteredMNIST60-v0", "env_kwargs": {"glimpses": 6}, "model_args": {}}
+    assert row_name({**payload, "config": run(preset="cluttered60-6g-gpu", core="lstm")}) == "cluttered60-6g-lstm-gpu"
 
 
 def test_each_preset_is_exactly_the_recipe_of_its_shipped_checkpoint():
