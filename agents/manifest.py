@@ -192,6 +192,10 @@ def _training_figures(payload: dict[str, Any]) -> dict[str, Any]:
     images = None if updates is None or batch is None else int(updates) * int(batch)
     wall = payload.get("wall_time")
     budget = config.get("time_limit") if payload["algo"] == "ram" else config.get("minutes")
+    if (payload.get("provenance") or {}).get("sessions"):
+        # A resumed run: --time-limit is per invocation (the saved one is the last invocation's), so the run as a
+        # whole had no single budget; "88 min of 80" in the table misread the last limit as the run's.
+        budget = None
     return {
         "wall_time_s": None if wall is None else round(float(wall), 1),
         "budget_min": None if budget is None else float(budget),

@@ -251,3 +251,19 @@ def test_torch_threads_are_restored_after_evaluation(tiny_root):
     before = torch.get_num_threads()
     evaluate_for_manifest(load_checkpoint(tiny_root / "checkpoints" / "a.pt"))
     assert torch.get_num_threads() == before
+
+
+def test_a_resumed_runs_budget_is_not_its_last_invocations_time_limit():
+    """A run trained 62 minutes, then resumed with --time-limit 80, was listed as '88.1 min of 80'."""
+    from agents.manifest import _training_figures
+
+    payload = {
+        "algo": "ram",
+        "config": {"time_limit": 80.0, "batch_size": 1024},
+        "global_step": 10,
+        "wall_time": 5286.0,
+    }
+    assert _training_figures(payload)["budget_min"] == 80.0  # one invocation: its limit is the run's
+    resumed = {**payload, "provenance": {"sessions": [{"until_step": 5, "until_wall_time": 3723.0}]}}
+    assert _training_figures(resumed)["budget_min"] is None
+    assert _training_figures(resumed)["wall_time_s"] == 5286.0 and _training_figures(resumed)["images_seen"] == 10240
