@@ -26,6 +26,8 @@ in the machine's load affects both; the load average is recorded before and afte
 Each of our measurements also probes the matrix-product rate at the model's largest layer (``bench_train.add_floor``),
 and each thread count a 1024^3 product: the summary's ``ratio_ceiling`` is the ratio that an update consisting of its
 matrix products alone would reach, the most that cutting overhead can ever give at this batch size and precision.
+``ratio_ceiling_sequence`` is the same ceiling with the products timed one by one at their own shapes, in an
+update's order (:func:`matmul_sequence`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ try:
     from benchmarks.bench_train import add_floor, bench, peak_gflops
 except ModuleNotFoundError:  # run as ``python benchmarks/bench_peer.py``: its own folder is on the path, not the root
     from bench_train import add_floor, bench, peak_gflops  # type: ignore[no-redef]
+from agents.config import resolve_config
+from agents.trainer import RAMTrainer
 from ram_env.datasets import load_dataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the peer's transforms.Normalize((0.1307,), (0.3081,))
@@ -196,6 +200,44 @@ def ours(env: str, batch: int, seconds: float) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
+def matmul_sequence(env: str, batch: int, repeats: int = 30) -> dict[str, Any]:
+    """The matrix products of one of our updates and nothing else, timed as a bare sequence of ``torch.mm`` calls.
+
+    For each ``Linear`` of the model (the trainer's, for ``env``): T forward products ``(B, in) @ (in, out)``, then T
+    weight-gradient products ``(out, B) @ (B, in)`` and T input-gradient products ``(B, out) @ (out, in)``, on random
+    tensors allocated beforehand (T = the glimpses; every layer is counted at every step and with an input gradient,
+    a slight overcount: the classifier runs once, and the first glimpse layers need no input gradient). Unlike
+    ``floor_ms_per_update`` (all FLOPs at one probed shape's rate) this runs each product at its own shape and in the
+    update's order; it is what an update with no overhead at all would cost. Median of ``repeats``.
+    """
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = RAMTrainer(resolve_config({"env": env, "batch_size": batch, "device": "cpu", "output": run_dir}))
+        layers = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear)]
+        glimpses = trainer.runner.env.config.glimpses
+        trainer.close()
+    weights = [torch.randn(m.out_features, m.in_features) for m in layers]
+    inputs = [[torch.randn(batch, m.in_features) for _ in range(glimpses)] for m in layers]
+    grads = [[torch.randn(batch, m.out_features) for _ in range(glimpses)] for m in layers]
+
+    def sequence() -> None:
+        for t in range(glimpses):
+            for w, x in zip(weights, inputs, strict=True):
+                torch.mm(x[t], w.t())
+        for t in reversed(range(glimpses)):
+            for w, x, g in zip(weights, inputs, grads, strict=True):
+                torch.mm(g[t].t(), x[t])
+                torch.mm(g[t], w)
+
+    sequence()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sequence()
+        samples.append(time.perf_counter() - start)
+    seconds = float(np.median(samples))
+    return {"ms_per_update": 1e3 * seconds, "images_per_s": batch / seconds, "layers": len(layers)}
+
+
 def run_threads(args: argparse.Namespace, threads: int, workdir: Path) -> dict[str, Any]:
     """Alternate ``args.repeats`` peer and ours measurements with ``threads`` intra-op threads."""
     torch.set_num_threads(threads)
@@ -219,11 +261,16 @@ def run_threads(args: argparse.Namespace, threads: int, workdir: Path) -> dict[s
                 flush=True,
             )
     summary = summarise(measurements, threads, peak_gflops(torch.device("cpu")))
+    sequence = matmul_sequence(args.env, args.batch)
+    summary["matmul_sequence"] = sequence
+    summary["ratio_ceiling_sequence"] = sequence["images_per_s"] / summary["peer_images_per_s"]
     print(
         f"threads {threads}: peer {summary['peer_images_per_s']:.0f} images/s, ours {summary['ours_images_per_s']:.0f}"
         f" images/s (medians), ours / peer = {summary['ratio_ours_over_peer']:.2f}; our matrix products alone "
         f"({summary['gemm_gflops']:.0f} GFLOP/s at the core's shape, {summary['peak_gflops']:.0f} at 1024^3) would "
-        f"run {summary['floor_images_per_s']:.0f} images/s, {summary['ratio_ceiling']:.2f} x the peer",
+        f"run {summary['floor_images_per_s']:.0f} images/s, {summary['ratio_ceiling']:.2f} x the peer; timed as a "
+        f"sequence at their own shapes {sequence['images_per_s']:.0f} images/s, "
+        f"{summary['ratio_ceiling_sequence']:.2f} x the peer",
         flush=True,
     )
     return {"summary": summary, "measurements": measurements}
