@@ -281,8 +281,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist-6g-long": _preset("RAM/MNIST-v0", 6, epochs=600, lr_decay_steps=3000),
     "translated60-6g-long": _preset("RAM/TranslatedMNIST60-v0", 6, epochs=400, lr_decay_steps=2000),
     # Cluttered with an LSTM core. Cluttered 60 (-gpu, trained to the end): 5.54 % test error against the ReLU core's
-    # 7.96 %, lower validation error at every epoch (README "Cluttered MNIST 60 x 60"). Cluttered 100 (-gpu): lower
-    # validation error than the ReLU core at nearly every epoch (README "Cluttered MNIST 100 x 100").
+    # 7.96 %, lower validation error at every epoch (README "Cluttered MNIST 60 x 60"). Cluttered 100 (-gpu, trained
+    # to the end): 20.92 % against 23.78 %, lower at 280 of 282 epochs (README "Cluttered MNIST 100 x 100").
     "cluttered60-6g-lstm": _preset("RAM/ClutteredMNIST60-v0", 6, core="lstm", epochs=300),
     "cluttered100-6g-lstm": _preset("RAM/ClutteredMNIST100-v0", 6, core="lstm", epochs=300),
     # The seed implementation's CIFAR-10 setting: 4 glimpses of 8 x 8, LSTM core, convolutional glimpse network.
