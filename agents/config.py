@@ -376,25 +376,27 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
+def recipe_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`RECIPE_FIELDS` of a saved config or of a preset's entry in :data:`PRESETS`; a setting it does not
+    give takes the default (in a saved config, one that predates its flag)."""
+    defaults = dataclasses.asdict(TrainConfig())
+    return {name: settings.get(name, defaults[name]) for name in RECIPE_FIELDS}
+
+
 def preset_of(config: dict[str, Any]) -> str | None:
     """The preset a run's saved ``config`` (``TrainConfig`` as a dict) is an instance of.
 
-    Its recorded ``preset`` when the run kept that preset's :data:`RECIPE_FIELDS`; else the first preset whose recipe
-    it has (a run of ``--preset cluttered60-6g-gpu --core lstm`` is ``cluttered60-6g-lstm-gpu``); else the recorded
-    name (``None`` for a run without a preset). A setting the config does not record predates its flag: the default.
+    Its recorded ``preset`` when the run kept that preset's recipe (:func:`recipe_of`); else the first preset whose
+    recipe it has (a run of ``--preset cluttered60-6g-gpu --core lstm`` is ``cluttered60-6g-lstm-gpu``); else the
+    recorded name (``None`` for a run without a preset).
     """
     recorded = config.get("preset")
     if recorded is None:
         return None
-    defaults = dataclasses.asdict(TrainConfig())
-
-    def matches(name: str) -> bool:
-        recipe = {**defaults, **PRESETS[name]}
-        return all(config.get(k, defaults[k]) == recipe[k] for k in RECIPE_FIELDS)
-
-    if recorded not in PRESETS or matches(recorded):
+    trained = recipe_of(config)
+    if recorded not in PRESETS or recipe_of(PRESETS[recorded]) == trained:
         return recorded
-    return next((name for name in PRESETS if matches(name)), recorded)
+    return next((name for name in PRESETS if recipe_of(PRESETS[name]) == trained), recorded)
 
 
 def parse_command_line(argv: list[str] | None = None) -> dict[str, Any] | None:

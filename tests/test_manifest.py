@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from agents.checkpoint import load_checkpoint
-from agents.config import PRESETS, RECIPE_FIELDS, TrainConfig, preset_of, resolve_config
+from agents.config import PRESETS, preset_of, recipe_of, resolve_config
 from agents.controls import ControlConfig, train_control
 from agents.manifest import (
     ERROR_KEYS,
@@ -105,16 +105,14 @@ def test_each_preset_is_exactly_the_recipe_of_its_shipped_checkpoint():
     """A preset changed after its checkpoint was trained (or a run shipped with extra flags) would make ``--preset X``
     train something other than what the table reports. A setting the checkpoint does not record predates its flag and
     took the default; a ``*-random`` row is its preset with the paper's random-location control."""
-    defaults = dataclasses.asdict(TrainConfig())
     for entry in _entries():
         if entry["kind"] != "ram" or entry["preset"] is None:
             continue
         config = load_checkpoint(REPO_ROOT / entry["file"])["config"]
-        recipe = {**defaults, **PRESETS[entry["preset"]]}
+        recipe = recipe_of(PRESETS[entry["preset"]])
         if entry["row"].endswith("-random"):
             recipe["location_policy"] = "random"
-        trained = {name: config.get(name, defaults[name]) for name in RECIPE_FIELDS}
-        assert trained == {name: recipe[name] for name in RECIPE_FIELDS}, entry["file"]
+        assert recipe_of(config) == recipe, entry["file"]
 
 
 @pytest.mark.requires_mnist
