@@ -92,6 +92,8 @@ def test_a_run_is_named_by_the_preset_whose_recipe_it_has():
         return dataclasses.asdict(resolve_config(explicit))
 
     assert preset_of(run(preset="cluttered60-6g-gpu", core="lstm")) == "cluttered60-6g-lstm-gpu"
+    assert preset_of(run(preset="translated60-6g-long-gpu", core="lstm")) == "translated60-6g-long-lstm-gpu"
+    assert preset_of(run(preset="cluttered100-8g", core="lstm")) == "cluttered100-8g-lstm"
     # how a run was carried out does not change its recipe
     kept = run(preset="cluttered60-6g-gpu", seed=3, threads="2", time_limit=5.0, checkpoint_every=7, device="cpu")
     assert preset_of(kept) == "cluttered60-6g-gpu"
