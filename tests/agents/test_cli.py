@@ -15,7 +15,15 @@ import agents.trainer
 import evaluate
 import train_agent
 from agents.checkpoint import resolve_checkpoint_path
-from agents.config import ALGO_NAMES, TrainConfig, TrainingInterrupted, UserError, build_parser, resolve_config
+from agents.config import (
+    ALGO_NAMES,
+    PRESETS,
+    TrainConfig,
+    TrainingInterrupted,
+    UserError,
+    build_parser,
+    resolve_config,
+)
 from agents.threads import auto_threads, parse_threads, set_threads
 from agents.trainer import train
 
@@ -226,3 +234,23 @@ def test_readme_quick_start_sets_the_data_folder_once_and_speaks_of_this_project
     assert "ram-train" in readme and "ram-evaluate" in readme and "--threads" in readme
     for internal in ("REFERENCE", "the issue", "issue's"):
         assert internal not in readme
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    """``"a-{1,2}g"`` -> ``["a-1g", "a-2g"]`` (every brace group, left to right)."""
+    head, brace, rest = pattern.partition("{")
+    if not brace:
+        return [pattern]
+    choices, _, tail = rest.partition("}")
+    return [head + choice + expanded for choice in choices.split(",") for expanded in _expand_braces(tail)]
+
+
+def test_readme_names_every_preset():
+    """The README's preset list had fallen behind PRESETS (the LSTM presets were missing): a user reading it could not
+    know they exist. Each preset must appear in backticks, literally or in a brace pattern (``mnist-{2,4,6,7}g``);
+    the ``-gpu`` variants are covered by the README's rule that every preset has one."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = {name for token in re.findall(r"`([^`\s]+)`", readme) for name in _expand_braces(token)}
+    missing = [name for name in PRESETS if not name.endswith("-gpu") and name not in named]
+    assert not missing, f"presets the README does not name: {missing}"
+    assert all(f"{name}-gpu" in PRESETS for name in PRESETS if not name.endswith("-gpu"))
