@@ -36,6 +36,7 @@ command line. ``wall_time_s``, ``updates`` and ``images_seen`` are those of the 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -336,6 +337,22 @@ def save_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> Path:
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def add_entry(path: str | os.PathLike, entry: dict[str, Any]) -> dict[str, Any]:
+    """Upsert ``entry`` into the manifest file at ``path``, re-read under an exclusive lock, and save it.
+
+    An entry takes minutes to evaluate; a caller that upserted into the copy it loaded before then would overwrite the
+    entries another ``build_manifest.py`` added meanwhile (two runs side by side lost one that way). Returns the
+    manifest as saved.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        manifest = upsert(load_manifest(path), entry)
+        save_manifest(manifest, path)
+    return manifest
 
 
 def upsert(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

@@ -52,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         from agents.config import UserError
         from agents.manifest import (
             REPO_ROOT,
+            add_entry,
             build_entry,
             check_manifest,
             load_manifest,
             relative_file,
-            save_manifest,
             ship_checkpoint,
-            upsert,
         )
 
         manifest_path = args.manifest if args.manifest.is_absolute() else REPO_ROOT / args.manifest
@@ -87,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 hardware=args.hardware,
                 figures_dir=None if args.no_figures else args.figures,
             )
-            upsert(manifest, entry)
-            save_manifest(manifest, manifest_path)  # after each entry: a long run keeps what it has done
+            # after each entry (a long run keeps what it has done), into the file as it is now (not the copy read
+            # above: another build_manifest.py may have added entries meanwhile)
+            add_entry(manifest_path, entry)
             test = entry["test"]
             print(
                 f"{entry['file']} ({entry['row']}): test error {test['error_mean_location']:.2f} % (mean locations), "

@@ -21,6 +21,7 @@ from agents.config import PRESETS, preset_of, recipe_of, resolve_config
 from agents.controls import ControlConfig, train_control
 from agents.manifest import (
     ERROR_KEYS,
+    add_entry,
     build_entry,
     check_entry,
     evaluate_for_manifest,
@@ -168,6 +169,15 @@ def test_build_entry_check_and_update(tiny_root, tmp_path):
     manifest = upsert(upsert(load_manifest(manifest_path), entry), dict(entry))
     save_manifest(manifest, manifest_path)
     assert len(load_manifest(manifest_path)["entries"]) == 1  # entries are keyed by file
+
+    # Two build_manifest.py runs side by side: each evaluates for minutes between reading the manifest and writing
+    # it. The second writer must keep the entry the first one added meanwhile (it once wrote back its stale copy).
+    other = {**entry, "file": "checkpoints/b.pt"}
+    add_entry(manifest_path, other)
+    add_entry(manifest_path, {**entry, "best_epoch": 7})
+    saved = {e["file"]: e for e in load_manifest(manifest_path)["entries"]}
+    assert set(saved) == {"checkpoints/a.pt", "checkpoints/b.pt"}
+    assert saved["checkpoints/a.pt"]["best_epoch"] == 7
 
     wrong = json.loads(json.dumps(entry))
     wrong["test"]["error_mean_location"] += 2 * tolerance(entry["test"]["images"])
