@@ -95,6 +95,7 @@ def test_a_run_is_named_by_the_preset_whose_recipe_it_has():
     assert preset_of(run(preset="cluttered60-6g-gpu", core="lstm")) == "cluttered60-6g-lstm-gpu"
     assert preset_of(run(preset="translated60-6g-long-gpu", core="lstm")) == "translated60-6g-long-lstm-gpu"
     assert preset_of(run(preset="cluttered100-8g", core="lstm")) == "cluttered100-8g-lstm"
+    assert preset_of(run(preset="translated60-8g-gpu", core="lstm")) == "translated60-8g-lstm-gpu"
     # how a run was carried out does not change its recipe
     kept = run(preset="cluttered60-6g-gpu", seed=3, threads="2", time_limit=5.0, checkpoint_every=7, device="cpu")
     assert preset_of(kept) == "cluttered60-6g-gpu"
