@@ -30,6 +30,18 @@ SOURCES = {
     "rmva": "the Torch blog post on RAM (rmva, the Torch rnn package's example)",
     "tfRAM": "slundqui/tfRAM (TensorFlow; its README)",
 }
+# How slundqui/tfRAM measured the figures above, read from its code at commit 7088fb6 (2018-02-16, the commit that
+# added them to its README): what a reader needs to compare them with this project's columns.
+TFRAM_PROTOCOL = (
+    "slundqui/tfRAM's figures (its code at commit 7088fb6, the one that added them to its README) are measured "
+    "differently from ours: each test image is classified 10 times with the location noise (standard deviation 0.1) "
+    "left on and the accuracy is averaged over the copies, so they compare with the sampled column, not with mean "
+    "locations or the Monte Carlo vote; training runs 500,001 updates of 32 images, each repeated 10 times (160 M "
+    "episodes, 8 to 17 times what the Translated and Cluttered runs here saw); its coarser patches are 12 x 12 crops "
+    "of the image resized to 1/2, 1/4 and 1/6 of its side (on 100 x 100 the widest covers 75 pixels, ours 96); its "
+    "clutter is 8 x 8 pieces of a fixed set of 10,000 training images, alpha-blended, and the test images are "
+    "cluttered once."
+)
 TASK_TITLES = {
     "mnist": "MNIST 28 x 28",
     "translated60": "Translated MNIST 60 x 60",
@@ -238,6 +250,8 @@ def render(manifest: dict[str, Any], prefix: str = "") -> str:
         "ours. Sources: "
         + "; ".join(f"{key}: {text}" for key, text in SOURCES.items() if key not in ("arxiv_v1", "nips"))
         + f". arXiv v1: {SOURCES['arxiv_v1']}; NIPS 2014: {SOURCES['nips']}.",
+        "",
+        TFRAM_PROTOCOL,
     ]
     return "\n".join(parts) + "\n"
 
