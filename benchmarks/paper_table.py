@@ -42,6 +42,8 @@ TFRAM_PROTOCOL = (
     "clutter is 8 x 8 pieces of a fixed set of 10,000 training images, alpha-blended, and the test images are "
     "cluttered once."
 )
+#: Which of this table's columns a source's figures compare with, where its code shows how it measured them.
+MEASURED_AS = {"tfRAM": "sampled"}
 TASK_TITLES = {
     "mnist": "MNIST 28 x 28",
     "translated60": "Translated MNIST 60 x 60",
@@ -181,7 +183,10 @@ def ram_table(manifest: dict[str, Any]) -> list[str]:
         if published is None:
             theirs = "- | - | - | -"
         else:
-            other = "-" if published.other is None else f"{published.other[0]:.2f} ({published.other[1]})"
+            other = "-"
+            if published.other is not None:
+                error, key = published.other
+                other = f"{error:.2f} ({key}{', ' + MEASURED_AS[key] if key in MEASURED_AS else ''})"
             theirs = f"{_pct(published.arxiv_v1)} | {_pct(published.nips)} | {_pct(published.seed)} | {other}"
         lines.append(f"| {TASK_TITLES.get(task, task)} | {glimpses} | {ours} | {theirs} |")
     return lines
