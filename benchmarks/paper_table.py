@@ -33,13 +33,14 @@ SOURCES = {
 # How slundqui/tfRAM measured the figures above, read from its code at commit 7088fb6 (2018-02-16, the commit that
 # added them to its README): what a reader needs to compare them with this project's columns.
 TFRAM_PROTOCOL = (
-    "slundqui/tfRAM's figures (its code at commit 7088fb6, the one that added them to its README) are measured "
-    "differently from ours: each test image is classified 10 times with the location noise (standard deviation 0.1) "
-    "left on and the accuracy is averaged over the copies, so they compare with the sampled column, not with mean "
-    "locations or the Monte Carlo vote; training runs 500,001 updates of 32 images, each repeated 10 times (160 M "
-    "episodes, 8 to 17 times what the Translated and Cluttered runs here saw); its coarser patches are 12 x 12 crops "
-    "of the image resized to 1/2, 1/4 and 1/6 of its side (on 100 x 100 the widest covers 75 pixels, ours 96); its "
-    "clutter is 8 x 8 pieces of a fixed set of 10,000 training images, alpha-blended, and the test images are "
+    "slundqui/tfRAM's figures (its code at commit 7088fb6, the one that added them to its README) are sampled-"
+    "location errors: each test image is classified 10 times with the location noise (standard deviation 0.1, as "
+    "here) left on and the accuracy is averaged over the copies, which is how this table's sampled column is measured"
+    " (the sampled error of `evaluate.py --mc-samples 10` is averaged over the 10 episodes of each image), not its "
+    "mean-location or Monte Carlo columns. Its training runs 500,001 updates of 32 images, each repeated 10 times "
+    "(160 M episodes, 8 to 17 times what the Translated and Cluttered runs here saw); its coarser patches are 12 x 12"
+    " crops of the image resized to 1/2, 1/4 and 1/6 of its side (on 100 x 100 the widest covers 75 pixels, ours 96);"
+    " its clutter is 8 x 8 pieces of a fixed set of 10,000 training images, alpha-blended, and the test images are "
     "cluttered once."
 )
 #: Which of this table's columns a source's figures compare with, where its code shows how it measured them.
