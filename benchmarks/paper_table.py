@@ -157,7 +157,7 @@ def ram_table(manifest: dict[str, Any]) -> list[str]:
     """The RAM rows: this project's test errors beside the published ones."""
     lines = [
         "| task | glimpses | this project: mean locations | Monte Carlo (M = 10) | sampled | training to the kept "
-        "checkpoint (wall time of budget, images, hardware) | arXiv v1 | NIPS 2014 | seed implementation | "
+        "checkpoint (preset: wall time of budget, images, hardware) | arXiv v1 | NIPS 2014 | seed implementation | "
         "best other public |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
@@ -179,7 +179,7 @@ def ram_table(manifest: dict[str, Any]) -> list[str]:
             test = entry["test"]
             ours = (
                 f"**{_pct(test['error_mean_location'])}** | {_pct(test['error_monte_carlo'])} | "
-                f"{_pct(test['error_sampled'])} | {_training(entry)}"
+                f"{_pct(test['error_sampled'])} | `{entry['row']}`: {_training(entry)}"
             )
         if published is None:
             theirs = "- | - | - | -"

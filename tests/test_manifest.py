@@ -248,7 +248,7 @@ def test_paper_table_fills_trained_rows_and_marks_the_rest():
     }
     text = paper_table.render({"entries": [entry]})
     row = next(line for line in text.splitlines() if line.startswith("| Cluttered MNIST 60 x 60 | 8 |"))
-    assert "**3.25** | 2.75 | 4.50 | 10.0 min of 12, 1.00 M images; Some CPU, 1 torch thread" in row
+    assert "**3.25** | 2.75 | 4.50 | `cluttered60-8g`: 10.0 min of 12, 1.00 M images; Some CPU, 1 torch thread" in row
     assert "| 5.23 | 4.04 | - | 2.63 (tfRAM, sampled) |" in row  # tfRAM measured sampled locations
     assert "| MNIST 28 x 28 | 2 | not trained yet |" in text
     assert "[validation curve](results/paper/cluttered60-8g/curve.png)" in text
