@@ -43,8 +43,15 @@ TFRAM_PROTOCOL = (
     " its clutter is 8 x 8 pieces of a fixed set of 10,000 training images, alpha-blended, and the test images are "
     "cluttered once."
 )
+
+# How kevinzakka/recurrent-visual-attention measured its MNIST figure, read from its code at the commit that added it.
+KEVINZAKKA_PROTOCOL = (
+    "kevinzakka/recurrent-visual-attention's figure (its README at commit a38ac89, which added it) comes from a test "
+    "pass that samples the locations (policy standard deviation 0.05) and, with its default `--M 1`, runs each image "
+    "once: a sampled-location error as well."
+)
 #: Which of this table's columns a source's figures compare with, where its code shows how it measured them.
-MEASURED_AS = {"tfRAM": "sampled"}
+MEASURED_AS = {"tfRAM": "sampled", "kevinzakka": "sampled"}
 TASK_TITLES = {
     "mnist": "MNIST 28 x 28",
     "translated60": "Translated MNIST 60 x 60",
@@ -257,7 +264,7 @@ def render(manifest: dict[str, Any], prefix: str = "") -> str:
         + "; ".join(f"{key}: {text}" for key, text in SOURCES.items() if key not in ("arxiv_v1", "nips"))
         + f". arXiv v1: {SOURCES['arxiv_v1']}; NIPS 2014: {SOURCES['nips']}.",
         "",
-        TFRAM_PROTOCOL,
+        TFRAM_PROTOCOL + " " + KEVINZAKKA_PROTOCOL,
     ]
     return "\n".join(parts) + "\n"
 
