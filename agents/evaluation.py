@@ -101,8 +101,8 @@ class RAMPolicy:
     def __init__(self, model: RecurrentAttentionModel):
         self.model = model
 
-    def initial_state(self, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        return self.model.initial_state(n, device)
+    def initial_state(self, n: int, device: torch.device) -> None:
+        return None  # the core's zero state, as in the training rollout (its first step skips a product)
 
     def act(self, obs, state, *, last, deterministic, generator):
         h_t, state = self.model.step(obs["glimpse"], obs["location"], state)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CORES = ("rnn", "lstm")
@@ -117,10 +118,22 @@ class CoreNetwork(nn.Module):
         zeros = torch.zeros(batch, self.hidden_size, device=device)
         return (zeros,) if self.kind == "rnn" else (zeros, zeros.clone())
 
-    def forward(self, g_t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def forward(self, g_t: torch.Tensor, state: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
+        """The next state from ``g_t`` ``(B, glimpse_out)`` and ``state``; ``None`` is the zero state of new
+        episodes (:meth:`initial_state`), whose recurrent term ``Linear(h_0)`` is the bias alone: the first step then
+        skips that product (half of the ReLU core's products at that step, one of the LSTM cell's two)."""
+        if state is not None:
+            if self.kind == "rnn":
+                return (torch.relu(self.cell(torch.cat([g_t, state[0]], dim=1))),)
+            return self.cell(g_t, state)
         if self.kind == "rnn":
-            return (torch.relu(self.cell(torch.cat([g_t, state[0]], dim=1))),)
-        return self.cell(g_t, state)
+            weight_g = self.cell.weight[:, : g_t.shape[1]]  # (hidden, glimpse_out): the columns that read g_t
+            return (torch.relu(F.linear(g_t, weight_g, self.cell.bias)),)
+        cell = self.cell
+        gates = F.linear(g_t, cell.weight_ih, cell.bias_ih) + cell.bias_hh  # (B, 4 hidden), gates i, f, g, o
+        i, _, g, o = gates.chunk(4, dim=1)  # the forget gate multiplies c_0 = 0
+        c = torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class LocationNetwork(nn.Module):
@@ -239,9 +252,10 @@ class RecurrentAttentionModel(nn.Module):
         return action.cpu().numpy(), tuple(s.cpu().numpy() for s in core_state)
 
     def step(
-        self, glimpse: torch.Tensor, location: torch.Tensor, state: tuple[torch.Tensor, ...]
+        self, glimpse: torch.Tensor, location: torch.Tensor, state: tuple[torch.Tensor, ...] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One glimpse: returns ``h_t`` ``(B, hidden)`` and the new core state."""
+        """One glimpse: returns ``h_t`` ``(B, hidden)`` and the new core state (``state=None``: new episodes, the
+        zero state, computed with fewer products; see :meth:`CoreNetwork.forward`)."""
         g_t = self.glimpse_net(glimpse, location)
         state = self.core(g_t, state)
         return state[0], state

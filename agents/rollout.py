@@ -75,7 +75,9 @@ def rollout(
     labels, index = info["label"], info["index"]
     std = model.config.location_std
     random_policy = model.config.location_policy == "random"
-    state = model.initial_state(n, device)
+    # New episodes start from the core's zero state, given as None so that the first step skips the recurrent
+    # product; with a single glimpse as explicit zeros, so that every weight still gets a gradient (DDP needs one).
+    state = None if steps > 1 else model.initial_state(n, device)
     locations, means, chosen, hiddens = [], [], [], []
     no_label = torch.zeros(n, dtype=torch.long, device=device)
     logits = None

@@ -207,3 +207,37 @@ def test_reward_labels_and_index_describe_the_episodes_played():
         assert torch.equal(traj.reward, (traj.logits.argmax(1) == traj.labels).float())
         assert 0 < float(traj.reward.sum()) < 64, "the check needs right and wrong guesses"
         assert traj.log_pi.shape == traj.baseline.shape == (64, TINY["glimpses"] - 1)
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_first_step_from_the_zero_state_equals_the_full_core(core):
+    # The rollout starts the core from state None, which skips the recurrent product: same state and same gradients
+    # (for every parameter and the glimpse vector) as the full cell fed the explicit zero state.
+    torch.manual_seed(0)
+    model = RecurrentAttentionModel((1, 1, 4, 4), 10, RAMConfig(core=core, glimpse_out=24, hidden_size=16))
+    g = torch.randn(5, 24)
+    weights = [torch.randn(5, 16) for _ in range(2)]
+    results = []
+    for state in (None, model.initial_state(5, torch.device("cpu"))):
+        g_t = g.clone().requires_grad_()
+        new = model.core(g_t, state)
+        assert len(new) == (1 if core == "rnn" else 2)
+        sum((s * w).sum() for s, w in zip(new, weights[: len(new)], strict=True)).backward()
+        # The LSTM's recurrent weights get no gradient at all from the zero state (the full cell gives them zeros).
+        grads = [g_t.grad] + [
+            torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.core.parameters()
+        ]
+        results.append(([s.detach() for s in new], grads))
+        model.zero_grad(set_to_none=True)
+    (skipped, skipped_grads), (full, full_grads) = results
+    for a, b in zip(skipped + skipped_grads, full + full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("glimpses", [1, 2])
+def test_every_parameter_of_the_lstm_core_gets_a_gradient(glimpses):
+    # With one glimpse the rollout feeds the explicit zero state: the zero-state shortcut would leave the recurrent
+    # weights without any gradient (None), which DistributedDataParallel refuses as an unused parameter.
+    model, traj = _model_and_trajectory(_small(core="lstm"), glimpses=glimpses)
+    hybrid_loss(traj)[0].backward()
+    assert all(p.grad is not None for p in model.core.parameters())

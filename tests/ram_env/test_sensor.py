@@ -177,7 +177,7 @@ def test_integral_image_matches_a_double_cumsum_on_both_build_paths(planes, dtyp
     wide = images.to(torch.int64) if dtype == torch.uint8 else images.to(torch.float64)
     reference[:, :, 1:, 1:] = wide.cumsum(dim=2).cumsum(dim=3).to(torch.float64)
     if dtype == torch.uint8:
-        assert table.dtype == torch.float32
+        assert table.dtype == torch.int32
         assert torch.equal(table.to(torch.float64), reference)
     else:
         assert table.dtype == torch.float64
@@ -217,13 +217,21 @@ def test_glimpse_from_integral_table_row_shares_tables():
 
 
 def test_large_uint8_images_are_summed_exactly():
-    # 300 x 300 x 255 > 2**24: the table must switch to float64 to stay exact.
+    # 300 x 300 x 255 > 2**24: beyond what a float32 table could hold exactly; the int32 table is exact.
     images = torch.full((1, 1, 300, 300), 255, dtype=torch.uint8)
     images[0, 0, -1, -1] = 254
     table = integral_image(images)
     assert table[0, 0, -1, -1].item() == 300 * 300 * 255 - 1
     out = glimpse_torch(images, torch.tensor([[1.0, 1.0]]), glimpse_size=2)
     np.testing.assert_allclose(out[0, 0, 0].numpy(), [[254 / 255, 0], [0, 0]], atol=1e-6)
+
+
+def test_uint8_tables_widen_to_int64_before_int32_overflows():
+    # 2,903^2 pixels of 255 sum to 2,149,019,295 > 2**31 - 1: an int32 table would wrap around.
+    images = torch.full((1, 1, 2903, 2903), 255, dtype=torch.uint8)
+    table = integral_image(images)
+    assert table.dtype == torch.int64 and table[0, 0, -1, -1].item() == 255 * 2903**2
+    assert integral_image(images[:, :, :2900, :2900]).dtype == torch.int32  # 2,144,655,000 still fits
 
 
 # ------------------------------------------------------------------------------------------------- SensorSpec
