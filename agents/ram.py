@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -127,9 +128,10 @@ class CoreNetwork(nn.Module):
                 return (torch.relu(self.cell(torch.cat([g_t, state[0]], dim=1))),)
             return self.cell(g_t, state)
         if self.kind == "rnn":
-            weight_g = self.cell.weight[:, : g_t.shape[1]]  # (hidden, glimpse_out): the columns that read g_t
-            return (torch.relu(F.linear(g_t, weight_g, self.cell.bias)),)
-        cell = self.cell
+            linear = cast(nn.Linear, self.cell)
+            weight_g = linear.weight[:, : g_t.shape[1]]  # (hidden, glimpse_out): the columns that read g_t
+            return (torch.relu(F.linear(g_t, weight_g, linear.bias)),)
+        cell = cast(nn.LSTMCell, self.cell)
         gates = F.linear(g_t, cell.weight_ih, cell.bias_ih) + cell.bias_hh  # (B, 4 hidden), gates i, f, g, o
         i, _, g, o = gates.chunk(4, dim=1)  # the forget gate multiplies c_0 = 0
         c = torch.sigmoid(i) * torch.tanh(g)

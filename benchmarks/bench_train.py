@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_train.py                       # MNIST, 6 glimpses, batches 128, 1024, 8192, fp32, CPU
     python benchmarks/bench_train.py --batch-sizes 128 --mc 1 10 --precision fp32 bf16
     python benchmarks/bench_train.py --device cuda --json results/bench_train_cuda.json
+    python benchmarks/bench_train.py --preset cluttered100-4g-lstm-gpu   # a preset's own task, model and batch
 
 One training update is ``agents.trainer.RAMTrainer.update``, the function ``train_agent.py`` calls (same config
 defaults, seeding, learning-rate schedule and clipping): reseed and reset the vector env, one rollout with gradients,
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from agents.config import resolve_config
+from agents.config import PRESETS, resolve_config
 from agents.runs import hardware_name, write_json
 from agents.threads import set_threads
 from agents.trainer import GRAPH_WARMUP, RAMTrainer
@@ -129,16 +130,19 @@ def bench(
     seconds: float,
     precision: str = "fp32",
     cuda_graph: bool = True,
+    preset: str | None = None,
 ) -> dict:
     """Time ``RAMTrainer.update`` (the update ``train_agent.py`` runs) and the same environment work alone.
 
     :param cuda_graph: on CUDA, the trainer's captured update (after its warm-up and capture, which are not timed);
         False times the eager update.
+    :param preset: train this preset's recipe (its environment, glimpses and model; ``env_id`` is then ignored) at
+        ``batch`` images per update.
     """
     with tempfile.TemporaryDirectory() as run_dir:
         config = resolve_config(
             {
-                "env": env_id,
+                **({"preset": preset} if preset else {"env": env_id}),
                 "batch_size": batch,
                 "mc_samples": mc,
                 "device": str(device),
@@ -239,7 +243,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="RAM/MNIST-v0")
     parser.add_argument(
-        "--batch-sizes", type=int, nargs="+", default=[128, 1024, 8192], help="distinct images per update"
+        "--preset",
+        help="time this train_agent.py preset's update (its task, glimpses and model, e.g. an LSTM core) instead of "
+        "--env with the default model; batch: the preset's own unless --batch-sizes / --batch is given",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=None, help="distinct images per update (default 128 1024 8192)"
     )
     parser.add_argument("--batch", type=int, help="one batch size (the same as --batch-sizes N)")
     parser.add_argument("--mc", type=int, nargs="+", default=[1])
@@ -260,6 +269,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch is not None:
         args.batch_sizes = [args.batch]
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            parser.error(f"unknown preset {args.preset!r}; train_agent.py --list-presets lists them")
+        recipe = resolve_config({"preset": args.preset})
+        args.env = recipe.env
+        args.batch_sizes = args.batch_sizes or [recipe.batch_size]
+    args.batch_sizes = args.batch_sizes or [128, 1024, 8192]
     set_threads(args.threads)
     device = torch.device(args.device)
     header = {
@@ -270,6 +286,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
         "env": args.env,
+        "preset": args.preset,
     }
     header["matmul_peak_gflops"] = peak_gflops(device)
     print(json.dumps(header))
@@ -277,7 +294,7 @@ def main() -> None:
     graphs = [mode == "on" for mode in args.cuda_graph] if device.type == "cuda" else [False]
     grid = [(b, p, m, g) for b in args.batch_sizes for p in args.precision for m in args.mc for g in graphs]
     for batch, precision, mc, graph in grid:
-        row = bench(args.env, batch, mc, device, args.seconds, precision, cuda_graph=graph)
+        row = bench(args.env, batch, mc, device, args.seconds, precision, cuda_graph=graph, preset=args.preset)
         add_floor(row, device)
         row["load_average"] = os.getloadavg()[0]
         rows.append(row)

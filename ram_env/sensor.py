@@ -211,20 +211,21 @@ def glimpse_from_integral(
     plane = (row[:, None] * channels + torch.arange(channels, device=device)) * (height1 * width1)  # (B, C)
     row_start = rows[:, None] * width1 + plane[:, :, None, None]  # (B, C, k, g + 1): flat index of each corner row
     index = row_start[..., :, None] + cols[:, None, :, None, :]  # (B, C, k, g + 1, g + 1)
+    # The entries of an integer table (uint8 images) are read into float32 when every one of them is exactly
+    # representable there (255 H W <= 2**24: images up to 256 x 256), else into float64, as are those of a float64
+    # table; the block sums of integer entries are then exact. One conversion, of the gathered corners alone.
+    exact_in_float32 = not table.dtype.is_floating_point and 255 * height * width <= 2**24
+    work = torch.float32 if exact_in_float32 else torch.float64
     # One gather for every corner of every scale. index_select on the flat table is several times faster on CPU than
     # torch.take or advanced indexing (no per-element bounds wrapping), and as fast on CUDA.
-    corners = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)  # (B, C, k, g + 1, g + 1)
+    corners = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape).to(work)  # (B, C, k, g+1, g+1)
     # Block sum S[y+1, x+1] - S[y+1, x] - S[y, x+1] + S[y, x] as two differences.
     across = corners[..., 1:] - corners[..., :-1]  # (B, C, k, g + 1, g)
     sums = across[..., 1:, :] - across[..., :-1, :]  # (B, C, k, g, g)
-    # The block sums of an integer table (uint8 images) are exact; they are divided in float32 when every one of
-    # them is exactly representable there (255 f^2 <= 2**24 for the widest block), else in float64, as are the sums
-    # of a float64 table. The divisor f^2 / pixel_scale is formed in float64 and rounded once (255 f^2 exactly for
-    # uint8 tables), so a full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2: 1.0000001).
-    exact_in_float32 = not table.dtype.is_floating_point and 255 * spec.scale ** (2 * (k - 1)) <= 2**24
-    work = torch.float32 if exact_in_float32 else torch.float64
+    # The divisor f^2 / pixel_scale is formed in float64 and rounded once (255 f^2 exactly for uint8 tables), so a
+    # full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2: 1.0000001).
     area = (steps.to(torch.float64) ** 2 / pixel_scale).to(work).reshape(k, 1, 1)  # (k, 1, 1)
-    means = sums.to(work).div_(area).to(torch.float32)  # (B, C, k, g, g)
+    means = sums.div_(area).to(torch.float32)  # (B, C, k, g, g)
     return means.transpose(1, 2)  # (B, k, C, g, g)
 
 

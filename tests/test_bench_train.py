@@ -58,3 +58,12 @@ def test_profile_update_attributes_matrix_product_time_to_the_matmul_share():
     assert products["matmul_share"] > 0.9  # the rest: allocating the result
     assert products["top"][0]["op"] == "aten::mm" and products["top"][0]["calls_per_update"] == 1
     assert bench_train.profile_update(no_products, updates=3)["matmul_share"] == 0.0
+
+
+@pytest.mark.requires_mnist
+def test_bench_times_the_presets_own_model():
+    # --preset times that recipe's update: an LSTM core's stacked gates, (256 + 256) x (4 x 256), not the default
+    # ReLU core's (256 + 256) x 256; the env argument is ignored.
+    row = bench_train.bench("RAM/MNIST-v0", 4, 1, torch.device("cpu"), 0.01, preset="cluttered60-4g-lstm")
+    assert row["largest_layer"] == [512, 1024] and row["batch"] == 4
+    assert bench_train.bench("RAM/MNIST-v0", 4, 1, torch.device("cpu"), 0.01)["largest_layer"] == [512, 256]
