@@ -33,6 +33,7 @@ array([[[ 5. ,  6. ],
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,11 +75,12 @@ class SensorSpec:
 _FAR = 1e9
 
 
-def patch_start(location: np.ndarray | torch.Tensor, extent: int, patch: int | torch.Tensor):
+def patch_start(location: np.ndarray | torch.Tensor, extent: int | torch.Tensor, patch: int | torch.Tensor):
     """First pixel index of a ``patch``-wide window centred on normalised ``location`` along an axis of ``extent``.
 
-    Works on numpy arrays and torch tensors alike (float64 in, integer-valued float64 out); ``patch`` may be a tensor
-    of sides (one per scale) that broadcasts against a tensor ``location``.
+    Works on numpy arrays and torch tensors alike (float64 in, integer-valued float64 out); with a tensor ``location``,
+    ``extent`` may be a float64 tensor of extents (one per axis) and ``patch`` a tensor of sides (one per scale) that
+    broadcast against it.
     """
     # Locations are clamped to +-1e9 first: every patch there reads only zeros, as it does anywhere farther out, and
     # the arithmetic cannot overflow (numpy's int() of inf, torch's undefined float -> long of values beyond 2**63).
@@ -171,6 +173,30 @@ def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> 
 _ROW_LOOP_MIN_PLANES = 64
 
 
+@functools.lru_cache(maxsize=64)
+def _read_geometry(
+    spec: SensorSpec, height: int, width: int, device: torch.device, pixel_scale: float, work: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a read of ``spec`` from a table of ``height x width`` images needs whatever the locations, made once per
+    geometry (a read then costs about 30 tensor operations instead of 55: a glimpse of a batch of 128 is mostly
+    per-operation overhead). All are made on the device from integers, with no host-to-device copy, so even a first
+    read inside a CUDA graph capture is allowed.
+
+    :return: ``sizes`` (k,) float64 patch sides ``g f``; ``corner`` (k, g + 1) offsets of the block corners from a
+        patch's start; ``extent`` (2, 1) float64 ``(W, H)``; ``limit`` (2, 1, 1) long ``(W, H)``, the last corner
+        index; ``area`` (k, 1, 1) ``f^2 / pixel_scale`` in ``work``.
+    """
+    g, k = spec.glimpse_size, spec.num_scales
+    steps = torch.full((k,), spec.scale, device=device).pow(torch.arange(k, device=device))  # (k,) block side f
+    sizes = (steps * g).to(torch.float64)  # (k,) patch side g f per scale
+    corner = torch.arange(g + 1, device=device) * steps[:, None]  # (k, g + 1)
+    axis_extent = torch.arange(2, device=device) * (height - width) + width  # (2,) = (W, H)
+    # The divisor is formed in float64 and rounded once (255 f^2 exactly for uint8 tables), so a full block of 255s
+    # reads exactly 1.0 (in float32 it was 254.99998 f^2: 1.0000001).
+    area = (steps.to(torch.float64) ** 2 / pixel_scale).to(work).reshape(k, 1, 1)  # (k, 1, 1)
+    return sizes, corner, axis_extent.to(torch.float64)[:, None], axis_extent[:, None, None], area
+
+
 def glimpse_from_integral(
     table: torch.Tensor,
     locations: torch.Tensor,
@@ -197,34 +223,27 @@ def glimpse_from_integral(
     batch = locations.shape[0]
     height, width = height1 - 1, width1 - 1
     device = table.device
-    g, k = spec.glimpse_size, spec.num_scales
-    loc = locations.to(device=device, dtype=torch.float64)
-    # Made on the device from integers (no host-to-device copy: the read can be captured in a CUDA graph).
-    steps = torch.full((k,), spec.scale, device=device).pow(torch.arange(k, device=device))  # (k,) block side f
-    sizes = (steps * g).to(torch.float64)  # (k,) patch side g f per scale
-    x0 = patch_start(loc[:, 0:1], width, sizes).long()  # (B, k)
-    y0 = patch_start(loc[:, 1:2], height, sizes).long()  # (B, k)
-    corner = torch.arange(g + 1, device=device) * steps[:, None]  # (k, g + 1)
-    cols = (x0[:, :, None] + corner).clamp_(0, width)  # (B, k, g + 1)
-    rows = (y0[:, :, None] + corner).clamp_(0, height)  # (B, k, g + 1)
-    row = torch.arange(batch, device=device) if table_row is None else table_row.to(device)
-    plane = (row[:, None] * channels + torch.arange(channels, device=device)) * (height1 * width1)  # (B, C)
-    row_start = rows[:, None] * width1 + plane[:, :, None, None]  # (B, C, k, g + 1): flat index of each corner row
-    index = row_start[..., :, None] + cols[:, None, :, None, :]  # (B, C, k, g + 1, g + 1)
     # The entries of an integer table (uint8 images) are read into float32 when every one of them is exactly
     # representable there (255 H W <= 2**24: images up to 256 x 256), else into float64, as are those of a float64
     # table; the block sums of integer entries are then exact. One conversion, of the gathered corners alone.
     exact_in_float32 = not table.dtype.is_floating_point and 255 * height * width <= 2**24
     work = torch.float32 if exact_in_float32 else torch.float64
+    sizes, corner, extent, limit, area = _read_geometry(spec, height, width, device, pixel_scale, work)
+    # Both axes at once: (B, 2, 1) locations against the (2, 1) extents (W, H) and the (k,) patch sides.
+    loc = locations.to(device=device, dtype=torch.float64)[:, :, None]  # (B, 2, 1)
+    start = patch_start(loc, extent, sizes).long()  # (B, 2, k): first column and first row of each patch
+    ends = torch.minimum((start[..., None] + corner).clamp_(min=0), limit)  # (B, 2, k, g + 1) block corners
+    cols, rows = ends[:, 0], ends[:, 1]  # (B, k, g + 1) each
+    row = torch.arange(batch, device=device) if table_row is None else table_row.to(device)
+    plane = (row[:, None] * channels + torch.arange(channels, device=device)) * (height1 * width1)  # (B, C)
+    row_start = rows[:, None] * width1 + plane[:, :, None, None]  # (B, C, k, g + 1): flat index of each corner row
+    index = row_start[..., :, None] + cols[:, None, :, None, :]  # (B, C, k, g + 1, g + 1)
     # One gather for every corner of every scale. index_select on the flat table is several times faster on CPU than
     # torch.take or advanced indexing (no per-element bounds wrapping), and as fast on CUDA.
     corners = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape).to(work)  # (B, C, k, g+1, g+1)
     # Block sum S[y+1, x+1] - S[y+1, x] - S[y, x+1] + S[y, x] as two differences.
     across = corners[..., 1:] - corners[..., :-1]  # (B, C, k, g + 1, g)
     sums = across[..., 1:, :] - across[..., :-1, :]  # (B, C, k, g, g)
-    # The divisor f^2 / pixel_scale is formed in float64 and rounded once (255 f^2 exactly for uint8 tables), so a
-    # full block of 255s reads exactly 1.0 (in float32 it was 254.99998 f^2: 1.0000001).
-    area = (steps.to(torch.float64) ** 2 / pixel_scale).to(work).reshape(k, 1, 1)  # (k, 1, 1)
     means = sums.div_(area).to(torch.float32)  # (B, C, k, g, g)
     return means.transpose(1, 2)  # (B, k, C, g, g)
 
