@@ -182,7 +182,7 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
     if spec.is_identity:
         return images.index_select(0, index)
     device = images.device
-    num, channels, h, w = images.shape
+    _, channels, h, w = images.shape
     side_h, side_w = spec.side(h, w)
     batch = index.shape[0]
     # Exact integer sums before the clip: int16 on CPU (a pixel sums at most clutter_pieces + 1 values of 255; half
@@ -191,18 +191,42 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
     fits_int16 = (spec.clutter_pieces + 1) * 255 <= torch.iinfo(torch.int16).max
     dtype = torch.int16 if device.type == "cpu" and fits_int16 else torch.float32
     canvas = torch.zeros(batch * channels * side_h * side_w, dtype=dtype, device=device)
+    compose_into(canvas, images, layout, spec, plane_stride=side_h * side_w, row_stride=side_w)
+    canvas = canvas.clamp_(max=255).to(torch.uint8)
+    return canvas.reshape(batch, channels, side_h, side_w)  # (B, C, S, S)
+
+
+def compose_into(
+    flat: torch.Tensor,
+    images: torch.Tensor,
+    layout: Layout[torch.Tensor],
+    spec: CanvasSpec,
+    *,
+    plane_stride: int,
+    row_stride: int,
+    offset: int = 0,
+) -> None:
+    """Add the unclipped canvases of ``layout`` into ``flat``, a zeroed 1-D integer or float tensor that holds
+    canvas plane ``(b, c)``'s pixel ``(y, x)`` at ``offset + (b C + c) plane_stride + y row_stride + x``: a plain
+    ``(B, C, S, S)`` block (``compose_torch``), or the interior of padded summed-area tables that the vector
+    environment then sums in place. The caller clips the sums at 255. Not for identity canvases (no layout to add).
+    """
+    index = layout.index
+    device = images.device
+    _, channels, h, w = images.shape
+    batch = index.shape[0]
     chan_base = (torch.arange(batch, device=device)[:, None] * channels + torch.arange(channels, device=device)) * (
-        side_h * side_w
-    )  # (B, C): flat offset of each canvas plane
+        plane_stride
+    ) + offset  # (B, C): flat position of each canvas plane's first pixel
 
     def add(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor, ph: int, pw: int) -> None:
         # values (B, P, C, ph, pw); x, y (B, P) top-left on the canvas.
         rows = y[..., None] + torch.arange(ph, device=device)  # (B, P, ph)
         cols = x[..., None] + torch.arange(pw, device=device)  # (B, P, pw)
         target = (
-            chan_base[:, None, :, None, None] + rows[:, :, None, :, None] * side_w + cols[:, :, None, None, :]
+            chan_base[:, None, :, None, None] + rows[:, :, None, :, None] * row_stride + cols[:, :, None, None, :]
         )  # (B, P, C, ph, pw)
-        canvas.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(dtype))
+        flat.scatter_add_(0, target.reshape(-1), values.reshape(-1).to(flat.dtype))
 
     if spec.clutter_pieces:
         c = spec.clutter_size
@@ -219,5 +243,3 @@ def compose_torch(images: torch.Tensor, layout: Layout[torch.Tensor], spec: Canv
         pieces = images.reshape(-1).index_select(0, flat_src.reshape(-1)).view(flat_src.shape)  # (B, P, C, c, c)
         add(pieces, layout.clutter_position[..., 0], layout.clutter_position[..., 1], c, c)
     add(images.index_select(0, index)[:, None], layout.position[:, None, 0], layout.position[:, None, 1], h, w)
-    canvas = canvas.clamp_(max=255).to(torch.uint8)
-    return canvas.reshape(batch, channels, side_h, side_w)  # (B, C, S, S)

@@ -147,10 +147,7 @@ def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> 
         for float ones.
     """
     batch, channels, height, width = images.shape
-    if images.dtype == torch.uint8:
-        dtype = torch.int32 if height * width * 255 < 2**31 else torch.int64
-    else:
-        dtype = torch.float64
+    dtype = table_dtype(images.dtype, height, width)
     shape = (batch, channels, height + 1, width + 1)
     if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
         table = out
@@ -158,10 +155,25 @@ def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> 
         table = torch.empty(shape, dtype=dtype, device=images.device)
     table[:, :, 0, :].zero_()
     table[:, :, 1:, 0].zero_()
+    table[:, :, 1:, 1:].copy_(images)  # widened once (uint8 -> int32, float -> float64)
+    return integrate_(table)
+
+
+def table_dtype(image_dtype: torch.dtype, height: int, width: int) -> torch.dtype:
+    """The dtype of the summed-area table of ``height x width`` images of ``image_dtype``: int32 for uint8 while
+    ``255 H W < 2**31``, int64 beyond; float64 for float images."""
+    if image_dtype == torch.uint8:
+        return torch.int32 if height * width * 255 < 2**31 else torch.int64
+    return torch.float64
+
+
+def integrate_(table: torch.Tensor) -> torch.Tensor:
+    """Turn ``table`` ``(B, C, H + 1, W + 1)``, whose first row and column are zero and whose interior holds images,
+    into their summed-area table, in place (see :func:`integral_image`); returns ``table``."""
+    planes, height = table.shape[0] * table.shape[1], table.shape[2] - 1
     inner = table[:, :, 1:, 1:]  # (B, C, H, W) view
-    inner.copy_(images)  # widened once (uint8 -> int32, float -> float64)
     inner.cumsum_(dim=3)  # running sums along each row
-    if batch * channels < _ROW_LOOP_MIN_PLANES or images.device.type != "cpu":
+    if planes < _ROW_LOOP_MIN_PLANES or table.device.type != "cpu":
         inner.copy_(inner.cumsum(dim=2))
     else:
         for y in range(1, height):

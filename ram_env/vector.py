@@ -39,8 +39,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ram_env.canvas import Layout, compose_torch, sample_layout_torch
-from ram_env.sensor import glimpse_from_integral, integral_image
+from ram_env.canvas import Layout, compose_into, sample_layout_torch
+from ram_env.sensor import glimpse_from_integral, integral_image, integrate_, table_dtype
 from ram_env.task import Task, TaskConfig
 
 # (id of the split's image array, device) -> (that array, images, labels). The entry keeps the array alive, so
@@ -120,11 +120,21 @@ class GlimpseVectorEnv(VectorEnv):
         self._cursor = 0
         self._t = 0
         self._table_row = torch.arange(self.num_envs, device=self.device) // self.mc_samples  # env -> its image
-        self.canvas: torch.Tensor | None = None  # (N / M, C, H, W) uint8, one per distinct image
         self._table: torch.Tensor | None = None  # (N / M, C, H + 1, W + 1) summed-area tables of the canvases
         self.location = torch.zeros(self.num_envs, 2, device=self.device)  # (N, 2) float32
         self.index = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         self._last_obs: dict[str, torch.Tensor] = {}  # the observation the last reset() or step() returned
+
+    @property
+    def canvas(self) -> torch.Tensor | None:
+        """``(N / M, C, H, W)`` uint8: the current episodes' canvases, one per distinct image (``None`` before the
+        first reset). The env keeps only their summed-area tables; the pixels are recovered from them (exactly) on
+        each access."""
+        if self._table is None:
+            return None
+        t = self._table
+        pixels = t[:, :, 1:, 1:] - t[:, :, :-1, 1:] - t[:, :, 1:, :-1] + t[:, :, :-1, :-1]  # (N / M, C, H, W)
+        return pixels.to(torch.uint8)
 
     @property
     def distinct_images(self) -> int:
@@ -144,7 +154,7 @@ class GlimpseVectorEnv(VectorEnv):
         return self._observe(), self._get_info()
 
     def step(self, actions):
-        if self.canvas is None:
+        if self._table is None:
             raise RuntimeError("call reset() before step()")
         if self._t >= self.config.glimpses:
             raise RuntimeError("the episodes have ended and autoreset is off; call reset()")
@@ -182,7 +192,7 @@ class GlimpseVectorEnv(VectorEnv):
         return self._observe(), reward, done, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.canvas = self._table = None
+        self._table = None
         self._last_obs = {}
 
     def _new_episodes(self) -> None:
@@ -197,10 +207,12 @@ class GlimpseVectorEnv(VectorEnv):
             layout = sample_layout_torch(self._generator, index, n_data, self.task.image_hw, self.config.canvas)
         else:
             layout = Layout(*(v[index] for v in self._fixed._fields()))
-        self.canvas = None  # released first, so the allocator can hand its memory to the new canvases
-        self.canvas = compose_torch(self.images, layout, self.config.canvas)  # (N / M, C, H, W)
-        # built once, read by every glimpse of the episode; the previous episodes' tables are overwritten in place
-        self._table = integral_image(self.canvas, out=self._table)
+        # The summed-area tables, built once and read by every glimpse of the episode; the previous episodes' tables
+        # are overwritten in place.
+        if self.config.canvas.is_identity:
+            self._table = integral_image(self.images.index_select(0, index), out=self._table)
+        else:
+            self._compose_tables(layout)
         self.index = index.repeat_interleave(m) if m > 1 else index
         if self.config.initial_location == "center":
             self.location = torch.zeros(self.num_envs, 2, device=self.device)
@@ -208,6 +220,30 @@ class GlimpseVectorEnv(VectorEnv):
             u = torch.rand(self.num_envs, 2, generator=self._generator, device=self.device)
             self.location = u * 2.0 - 1.0
         self._t = 0
+
+    def _compose_tables(self, layout: Layout[torch.Tensor]) -> None:
+        """Compose the canvases straight into the interiors of their tables (int32 sums, clipped at 255), then sum
+        the tables in place: no separate canvas is made, widened or copied (about a quarter of a reset's time at
+        1024 canvases of 100 x 100)."""
+        channels = self.images.shape[1]
+        height, width = self.task.canvas_h, self.task.canvas_w
+        shape = (self.distinct_images, channels, height + 1, width + 1)
+        dtype = table_dtype(self.images.dtype, height, width)
+        table = self._table
+        if table is None or table.shape != shape or table.dtype != dtype:
+            table = torch.empty(shape, dtype=dtype, device=self.device)
+        table.zero_()
+        compose_into(
+            table.view(-1),
+            self.images,
+            layout,
+            self.config.canvas,
+            plane_stride=(height + 1) * (width + 1),
+            row_stride=width + 1,
+            offset=width + 2,  # pixel (0, 0) is table entry (1, 1)
+        )
+        table.clamp_(max=255)  # the clip of the summed pieces (the zero first row and column stay zero)
+        self._table = integrate_(table)
 
     def _observe(self) -> dict[str, torch.Tensor]:
         """A new observation (a sensor read at the current locations), remembered for the episodes' last step."""
