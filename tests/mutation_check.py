@@ -159,11 +159,27 @@ MUTATIONS = (
         "ram_env/vector.py",
         (
             (
-                "self._table = integral_image(self.canvas, out=self._table)",
-                "self._table = integral_image(self.canvas) if self._table is None else self._table",
+                "self._table = integral_image(self.images.index_select(0, index), out=self._table)",
+                "self._table = self._table if self._table is not None else integral_image(self.images[index])",
+            ),
+            (
+                "            self._compose_tables(layout)",
+                "            self._table is None and self._compose_tables(layout)",
             ),
         ),
         "vector env: after an autoreset the glimpses still read the previous episodes' canvases",
+    ),
+    Mutation(
+        "zero-state-core-reads-wrong-columns",
+        "agents/ram.py",
+        (("weight_g = linear.weight[:, : g_t.shape[1]]", "weight_g = linear.weight[:, -g_t.shape[1] :]"),),
+        "core: the first step from the zero state multiplies g_t by the recurrent columns of the ReLU core",
+    ),
+    Mutation(
+        "canvas-composed-one-entry-off",
+        "ram_env/vector.py",
+        (("offset=width + 2,", "offset=width + 1,"),),
+        "vector env: canvases composed into their tables one entry to the left of pixel (0, 0)",
     ),
     Mutation(
         "mc-samples-read-other-canvases",
