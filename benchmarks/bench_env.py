@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import ram_env  # noqa: F401  (registers the ids)
-from agents.runs import write_json
+from agents.runs import git_commit, write_json
 from agents.threads import set_threads
 from ram_env.sensor import glimpse_from_integral, glimpse_torch, integral_image
 
@@ -212,6 +212,7 @@ def main() -> None:
         "env": env_id,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch": torch.__version__,
+        "git_commit": git_commit(),  # of the code timed (the agents package imported)
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "steps": args.steps,

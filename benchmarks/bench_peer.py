@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
-from agents.runs import hardware_name
+from agents.runs import git_commit, hardware_name
 
 try:
     from benchmarks.bench_train import add_floor, bench, peak_gflops
@@ -321,6 +321,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "device": hardware_name(torch.device("cpu")),
         "torch": str(torch.__version__),
+        "git_commit": git_commit(),  # of our code timed
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "peer": "kevinzakka/recurrent-visual-attention",
         "peer_commit": peer_commit(args.peer),

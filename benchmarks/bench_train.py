@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from agents.config import PRESETS, resolve_config
-from agents.runs import hardware_name, write_json
+from agents.runs import git_commit, hardware_name, write_json
 from agents.threads import set_threads
 from agents.trainer import GRAPH_WARMUP, RAMTrainer
 
@@ -283,6 +283,7 @@ def main() -> None:
         "device": hardware_name(device),
         "arguments": vars(args),
         "torch": str(torch.__version__),
+        "git_commit": git_commit(),  # of the code timed (the agents package imported)
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
         "env": args.env,
