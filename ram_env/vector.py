@@ -223,8 +223,8 @@ class GlimpseVectorEnv(VectorEnv):
 
     def _compose_tables(self, layout: Layout[torch.Tensor]) -> None:
         """Compose the canvases straight into the interiors of their tables (int32 sums, clipped at 255), then sum
-        the tables in place: no separate canvas is made, widened or copied (about a quarter of a reset's time at
-        1024 canvases of 100 x 100)."""
+        the tables in place: no separate canvas is made, clipped, widened and copied (README "Training
+        throughput")."""
         channels = self.images.shape[1]
         height, width = self.task.canvas_h, self.task.canvas_w
         shape = (self.distinct_images, channels, height + 1, width + 1)
