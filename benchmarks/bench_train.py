@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from agents.config import PRESETS, resolve_config
+from agents.config import UserError, resolve_config
 from agents.runs import git_commit, hardware_name, write_json
 from agents.threads import set_threads
 from agents.trainer import GRAPH_WARMUP, RAMTrainer
@@ -270,9 +270,10 @@ def main() -> None:
     if args.batch is not None:
         args.batch_sizes = [args.batch]
     if args.preset is not None:
-        if args.preset not in PRESETS:
-            parser.error(f"unknown preset {args.preset!r}; train_agent.py --list-presets lists them")
-        recipe = resolve_config({"preset": args.preset})
+        try:
+            recipe = resolve_config({"preset": args.preset})
+        except UserError as error:  # an unknown preset: the message lists the known ones
+            parser.error(str(error))
         args.env = recipe.env
         args.batch_sizes = args.batch_sizes or [recipe.batch_size]
     args.batch_sizes = args.batch_sizes or [128, 1024, 8192]

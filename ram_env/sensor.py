@@ -146,25 +146,32 @@ def integral_image(images: torch.Tensor, *, out: torch.Tensor | None = None) -> 
     :return: ``(B, C, H + 1, W + 1)`` (``out`` itself when it was reused): int32 (int64) for uint8 images, float64
         for float ones.
     """
-    batch, channels, height, width = images.shape
-    dtype = table_dtype(images.dtype, height, width)
-    shape = (batch, channels, height + 1, width + 1)
-    if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
-        table = out
-    else:
-        table = torch.empty(shape, dtype=dtype, device=images.device)
+    table = empty_table(images.shape, images.dtype, images.device, out=out)
     table[:, :, 0, :].zero_()
     table[:, :, 1:, 0].zero_()
     table[:, :, 1:, 1:].copy_(images)  # widened once (uint8 -> int32, float -> float64)
     return integrate_(table)
 
 
-def table_dtype(image_dtype: torch.dtype, height: int, width: int) -> torch.dtype:
-    """The dtype of the summed-area table of ``height x width`` images of ``image_dtype``: int32 for uint8 while
-    ``255 H W < 2**31``, int64 beyond; float64 for float images."""
+def empty_table(
+    image_shape: tuple[int, ...] | torch.Size,
+    image_dtype: torch.dtype,
+    device: torch.device,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """An uninitialised summed-area table ``(B, C, H + 1, W + 1)`` for ``(B, C, H, W)`` images of ``image_dtype``:
+    ``out`` itself when it has that shape, dtype and device (its memory reused), else a new one. The dtype is int32
+    for uint8 images while ``255 H W < 2**31`` (int64 beyond), float64 for float images."""
+    batch, channels, height, width = image_shape
     if image_dtype == torch.uint8:
-        return torch.int32 if height * width * 255 < 2**31 else torch.int64
-    return torch.float64
+        dtype = torch.int32 if height * width * 255 < 2**31 else torch.int64
+    else:
+        dtype = torch.float64
+    shape = (batch, channels, height + 1, width + 1)
+    if out is not None and out.shape == shape and out.dtype == dtype and out.device == device:
+        return out
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def integrate_(table: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from ram_env.canvas import Layout, compose_into, sample_layout_torch
-from ram_env.sensor import glimpse_from_integral, integral_image, integrate_, table_dtype
+from ram_env.sensor import empty_table, glimpse_from_integral, integral_image, integrate_
 from ram_env.task import Task, TaskConfig
 
 # (id of the split's image array, device) -> (that array, images, labels). The entry keeps the array alive, so
@@ -225,13 +225,9 @@ class GlimpseVectorEnv(VectorEnv):
         """Compose the canvases straight into the interiors of their tables (int32 sums, clipped at 255), then sum
         the tables in place: no separate canvas is made, clipped, widened and copied (README "Training
         throughput")."""
-        channels = self.images.shape[1]
         height, width = self.task.canvas_h, self.task.canvas_w
-        shape = (self.distinct_images, channels, height + 1, width + 1)
-        dtype = table_dtype(self.images.dtype, height, width)
-        table = self._table
-        if table is None or table.shape != shape or table.dtype != dtype:
-            table = torch.empty(shape, dtype=dtype, device=self.device)
+        canvases = (self.distinct_images, self.images.shape[1], height, width)
+        table = empty_table(canvases, self.images.dtype, self.device, out=self._table)
         table.zero_()
         compose_into(
             table.view(-1),
