@@ -106,11 +106,13 @@ def fused_gradients(trainer: RAMTrainer) -> torch.Tensor:
         if t > 0:
             pre.addmm_(h_t, core_h.t())
         h_t = pre.relu_()
-        rho.append(x), loc.append(obs["location"]), h_gl.append(hgl), g.append(g_t), h.append(h_t)
+        for saved, value in ((rho, x), (loc, obs["location"]), (h_gl, hgl), (g, g_t), (h, h_t)):
+            saved.append(value)
         if t < steps - 1:
             mu_t = torch.addmm(location.bias, h_t, location.weight.t()).tanh_()
             l_next = mu_t + std * torch.randn(mu_t.shape, generator=trainer.noise)
-            mu.append(mu_t), chosen.append(l_next)
+            mu.append(mu_t)
+            chosen.append(l_next)
             act = {"location": l_next.clamp(-1.0, 1.0), "label": no_label}
         else:
             logits = torch.addmm(action.bias, h_t, action.weight.t())
