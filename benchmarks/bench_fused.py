@@ -52,10 +52,10 @@ from agents.trainer import RAMTrainer
 
 try:
     from benchmarks.bench_peer import matmul_sequence
-    from benchmarks.bench_train import profile_update
+    from benchmarks.bench_train import env_episodes, profile_update
 except ModuleNotFoundError:  # run as ``python benchmarks/bench_fused.py``: its own folder is on the path, not the root
     from bench_peer import matmul_sequence  # type: ignore[no-redef]
-    from bench_train import profile_update  # type: ignore[no-redef]
+    from bench_train import env_episodes, profile_update  # type: ignore[no-redef]
 
 
 def _supported(trainer: RAMTrainer) -> None:
@@ -211,15 +211,7 @@ def measure(env: str, batch: int, blocks: int, updates: int) -> dict[str, Any]:
                 name: profile_update(lambda step, u=update: u())["operator_calls_per_update"]
                 for name, update in updates_of.items()
             }
-            env = trainer.runner.env
-            actions = {"location": torch.zeros(batch, 2), "label": torch.zeros(batch, dtype=torch.long)}
-
-            def episodes(step: int) -> None:  # the update's environment work alone: a reset and the glimpse steps
-                env.reset(seed=step)
-                for _ in range(env.config.glimpses):
-                    env.step(actions)
-
-            calls["env"] = profile_update(episodes)["operator_calls_per_update"]
+            calls["env"] = profile_update(env_episodes(trainer.runner.env))["operator_calls_per_update"]
         finally:
             trainer.close()
     autograd_ms, fused_ms = (float(np.median(samples[name])) for name in ("autograd", "fused"))

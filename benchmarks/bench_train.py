@@ -41,6 +41,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,6 +50,7 @@ from agents.config import UserError, resolve_config
 from agents.runs import git_commit, hardware_name, write_json
 from agents.threads import set_threads
 from agents.trainer import GRAPH_WARMUP, RAMTrainer
+from ram_env.vector import GlimpseVectorEnv
 
 
 def _sync(device: torch.device) -> None:
@@ -158,21 +160,30 @@ def bench(
             trainer.close()
 
 
+def env_episodes(env: GlimpseVectorEnv) -> Callable[[int], None]:
+    """The environment work of one update alone, as a function of the update's number: a reset seeded by it, then
+    one step per glimpse with fixed random locations (drawn once, on the env's device)."""
+    n, device = env.num_envs, env.device
+    actions = {
+        "location": torch.rand(n, 2, device=device) * 2 - 1,
+        "label": torch.zeros(n, dtype=torch.long, device=device),
+    }
+
+    def episodes(step: int) -> None:
+        env.reset(seed=step)
+        for _ in range(env.config.glimpses):
+            env.step(actions)
+
+    return episodes
+
+
 def _time_trainer(trainer: RAMTrainer, batch: int, mc: int, device: torch.device, seconds: float, precision: str):
     env, model = trainer.runner.env, trainer.model
 
     def update(step: int) -> None:
         trainer.update()
 
-    actions = {
-        "location": torch.rand(batch * mc, 2, device=device) * 2 - 1,
-        "label": torch.zeros(batch * mc, dtype=torch.long, device=device),
-    }
-
-    def env_only(step: int) -> None:
-        env.reset(seed=step)
-        for _ in range(env.config.glimpses):
-            env.step(actions)
+    env_only = env_episodes(env)
 
     def rate(fn, warmup: int = 2) -> float:
         for i in range(warmup):  # the first allocates, the second reuses
